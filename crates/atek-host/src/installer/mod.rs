@@ -1,0 +1,1 @@
+//! Installs packages from folders and git repositories.

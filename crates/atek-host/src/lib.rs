@@ -1,0 +1,4 @@
+//! The Atek host daemon.
+#![allow(missing_docs)]
+
+pub mod installer;
