@@ -60,6 +60,9 @@ pub struct ServiceInfo {
     /// *Extension*: the OS process id while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// *Extension*: the TCP port assigned to it (`ATEK_ASSIGNED_PORT`), once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// *Extension*: true for the host's core services (from `coreServices` in config.json).
     #[serde(default)]
     pub core: bool,

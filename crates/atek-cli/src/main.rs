@@ -1,1 +1,95 @@
-fn main() {}
+//! `atek`: runs the Atek host and manages it.
+//!
+//! Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 the host is not running,
+//! 4 the host refused the token.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Atek: a personal cloud for home servers.
+///
+/// `atek run` starts the host; the other commands manage a running host through its API,
+/// with the system token from config.json.
+#[derive(Debug, Parser)]
+#[command(name = "atek", version, propagate_version = true)]
+struct Cli {
+    /// The config dir (config.json, packages, logs, sockets).
+    #[arg(long, global = true, env = "ATEK_CONFIG_DIR", alias = "configDir", value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the host (the default when no command is given).
+    Run(commands::run::Args),
+    /// Install a service from a folder or a git repository, and start it.
+    Install(commands::install::Args),
+    /// Stop a service and remove it.
+    Uninstall(commands::manage::IdArgs),
+    /// Install the newest release matching a service's version range (`--check` only looks).
+    Update(commands::manage::UpdateArgs),
+    /// List services.
+    Ls(commands::ls::Args),
+    /// Show one service.
+    Get(commands::get::Args),
+    /// Show or change a service's settings (id, source, version range, environment).
+    Cfg(commands::cfg::Args),
+    /// Start a service.
+    Start(commands::manage::IdArgs),
+    /// Stop a service (it stays stopped until started again).
+    Stop(commands::manage::IdArgs),
+    /// Restart a service with its latest settings.
+    Restart(commands::manage::IdArgs),
+    /// Print a service's log.
+    Logs(commands::logs::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config_dir = match cli.config_dir.or_else(atek_host::paths::default_config_dir) {
+        Some(dir) => dir,
+        None => {
+            eprintln!("error: no config dir: HOME is not set; pass --config-dir DIR");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let command = cli.command.unwrap_or(Command::Run(commands::run::Args::default()));
+    let result = runtime.block_on(async move {
+        use commands::*;
+        match command {
+            Command::Run(args) => run::run(config_dir, args).await,
+            Command::Install(args) => install::run(config_dir, args).await,
+            Command::Uninstall(args) => manage::uninstall(config_dir, args).await,
+            Command::Update(args) => manage::update(config_dir, args).await,
+            Command::Ls(args) => ls::run(config_dir, args).await,
+            Command::Get(args) => get::run(config_dir, args).await,
+            Command::Cfg(args) => cfg::run(config_dir, args).await,
+            Command::Start(args) => manage::lifecycle(config_dir, args, manage::Action::Start).await,
+            Command::Stop(args) => manage::lifecycle(config_dir, args, manage::Action::Stop).await,
+            Command::Restart(args) => manage::lifecycle(config_dir, args, manage::Action::Restart).await,
+            Command::Logs(args) => logs::run(config_dir, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(commands::exit_code(&e))
+        }
+    }
+}

@@ -1,4 +1,33 @@
-//! The Atek host daemon.
-#![allow(missing_docs)]
+//! The Atek host daemon: the composition root ([`host`]) and its parts.
+//!
+//! - [`config`]: config.json, typed and validated.
+//! - [`supervisor`]: starts services, probes readiness, restarts crashes, keeps logs.
+//! - [`installer`]: packages from folders and git repositories, with semver tags and npm.
+//! - [`broker`] and [`gateway`]: routing JSON-RPC calls and WebSockets by API id.
+//! - [`auth`]: bearer tokens to callers.
+//! - [`store`]: the installed services' records.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), atek_host::host::HostError> {
+//! use atek_host::host::{Host, HostOptions};
+//!
+//! let host = Host::start(HostOptions { config_dir: "/tmp/atek".into(), ..Default::default() }).await?;
+//! println!("listening on port {}", host.port());
+//! host.shutdown().await;
+//! # Ok(()) }
+//! ```
 
+mod apis;
+pub mod auth;
+pub mod broker;
+pub mod config;
+mod fsutil;
+pub mod gateway;
+pub mod host;
 pub mod installer;
+pub mod manage;
+pub mod paths;
+mod server;
+pub mod store;
+pub mod supervisor;
+pub mod upstream;

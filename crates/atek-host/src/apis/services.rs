@@ -1,0 +1,87 @@
+//! `atek.cloud/services-api`: permission rules (reference §4.2) over [`crate::manage`].
+
+use atek_api::jsonrpc::RpcError;
+use atek_api::services::{ConfigureOpts, InstallOpts, ServiceList};
+use atek_core::UserKey;
+use serde_json::Value;
+
+use super::{Params, to_value};
+use crate::auth::Caller;
+use crate::host::HostState;
+use crate::manage::ManageError;
+
+fn general(e: ManageError) -> RpcError {
+    RpcError::general(e.to_string())
+}
+
+/// Owner-or-admin: returns the id when the caller may manage the service.
+fn owned(host: &HostState, caller: &Caller, id: &str) -> Result<(), RpcError> {
+    let (stored, _) = host.find(id).map_err(general)?;
+    if caller.admin || stored.record.owning_user_key == caller.user {
+        Ok(())
+    } else {
+        Err(RpcError::not_authorized())
+    }
+}
+
+pub(super) async fn call(
+    host: &HostState,
+    caller: &Caller,
+    method: &str,
+    params: &Params,
+) -> Result<Value, RpcError> {
+    match method {
+        "list" => {
+            let mut all: Vec<_> = host.core_services().into_iter().map(|s| (s, true)).collect();
+            all.extend(host.store.list().into_iter().map(|s| (s, false)));
+            let services = all
+                .iter()
+                .filter(|(s, _)| caller.admin || s.record.owning_user_key == caller.user)
+                .map(|(s, core)| host.info(s, *core))
+                .collect();
+            to_value(ServiceList { services })
+        }
+        "get" => {
+            let id = params.string(0)?;
+            owned(host, caller, id)?;
+            let (stored, core) = host.find(id).map_err(general)?;
+            to_value(host.info(&stored, core))
+        }
+        "install" => {
+            let opts: InstallOpts = params.object(0)?;
+            if opts.source_url.is_empty() {
+                return Err(RpcError::param(0, "must have required property 'sourceUrl'"));
+            }
+            let owner = match opts.user.as_deref() {
+                None | Some("") => caller.user.clone(),
+                Some(_) if !caller.admin => return Err(RpcError::not_authorized()),
+                Some("system") => UserKey::system(),
+                Some(other) => return Err(general(ManageError::NoSuchUser(other.to_owned()))),
+            };
+            to_value(host.install(opts, owner).await.map_err(general)?)
+        }
+        "uninstall" | "start" | "stop" | "restart" | "checkForPackageUpdates" | "updatePackage" => {
+            let id = params.string(0)?;
+            owned(host, caller, id)?;
+            match method {
+                "uninstall" => host.uninstall(id).await.map_err(general)?,
+                "start" => host.start(id).await.map_err(general)?,
+                "stop" => host.stop(id).await.map_err(general)?,
+                "restart" => host.restart(id).await.map_err(general)?,
+                "checkForPackageUpdates" => {
+                    return to_value(host.check_for_updates(id).await.map_err(general)?);
+                }
+                _ => return to_value(host.update_package(id).await.map_err(general)?),
+            }
+            Ok(Value::Null)
+        }
+        "configure" => {
+            let id = params.string(0)?;
+            let opts: ConfigureOpts = params.object(1)?;
+            owned(host, caller, id)?;
+            host.configure(id, opts).await.map_err(general)?;
+            Ok(Value::Null)
+        }
+        _ => Err(RpcError::method_not_found(method)),
+    }
+}

@@ -1,0 +1,129 @@
+//! The broker: which provider serves which API id.
+//!
+//! An ordered list of registrations; the first match wins (reference §3.3): core services in
+//! config order, then the host's own APIs, then user services in the order they became
+//! ready. A service's registrations go when its process does.
+
+use std::sync::{Arc, RwLock};
+
+use atek_api::services::Transport;
+use atek_core::{ApiId, ServiceId, ServiceKey};
+
+use crate::upstream::Upstream;
+
+/// The host's own APIs, served in-process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostApi {
+    /// `atek.cloud/inspect-api`.
+    Inspect,
+    /// `atek.cloud/services-api`.
+    Services,
+}
+
+/// A service's export, reachable over its upstream.
+#[derive(Debug)]
+pub struct ServiceExport {
+    /// The providing service.
+    pub id: ServiceId,
+    /// Its key.
+    pub key: ServiceKey,
+    /// The HTTP path of the export on the service.
+    pub path: String,
+    /// How to reach it.
+    pub upstream: Upstream,
+}
+
+/// Who serves an API.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    /// The host itself.
+    Host(HostApi),
+    /// A service process.
+    Service(Arc<ServiceExport>),
+}
+
+#[derive(Debug)]
+struct Registration {
+    api: ApiId,
+    transport: Transport,
+    provider: Provider,
+}
+
+/// The routing table.
+#[derive(Debug, Default)]
+pub struct Broker {
+    table: RwLock<Vec<Registration>>,
+}
+
+impl Broker {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends registrations (they lose to every earlier one for the same API).
+    pub fn register(&self, entries: impl IntoIterator<Item = (ApiId, Transport, Provider)>) {
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        for (api, transport, provider) in entries {
+            table.push(Registration {
+                api,
+                transport,
+                provider,
+            });
+        }
+    }
+
+    /// Removes every registration of service `id`.
+    pub fn unregister_service(&self, id: &ServiceId) {
+        self.table
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|r| !matches!(&r.provider, Provider::Service(s) if &s.id == id));
+    }
+
+    /// The first provider of `api` over `transport`.
+    pub fn find(&self, api: &str, transport: Transport) -> Option<Provider> {
+        self.table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|r| r.transport == transport && r.api.as_str() == api)
+            .map(|r| r.provider.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::Endpoint;
+
+    fn export(id: &str) -> Provider {
+        Provider::Service(Arc::new(ServiceExport {
+            id: id.parse().unwrap(),
+            key: ServiceKey::generate(),
+            path: "/".into(),
+            upstream: Upstream::new(Endpoint::Unix("/nonexistent".into())),
+        }))
+    }
+
+    fn id_of(p: Option<Provider>) -> Option<String> {
+        match p? {
+            Provider::Service(s) => Some(s.id.to_string()),
+            Provider::Host(h) => Some(format!("{h:?}")),
+        }
+    }
+
+    #[test]
+    fn first_registration_wins_and_unregister_falls_through() {
+        let b = Broker::new();
+        let api: ApiId = "x.example/api".parse().unwrap();
+        b.register([(api.clone(), Transport::Rpc, export("one"))]);
+        b.register([(api.clone(), Transport::Rpc, export("two"))]);
+        assert_eq!(id_of(b.find("x.example/api", Transport::Rpc)).as_deref(), Some("one"));
+        assert!(b.find("x.example/api", Transport::Proxy).is_none());
+        b.unregister_service(&"one".parse().unwrap());
+        assert_eq!(id_of(b.find("x.example/api", Transport::Rpc)).as_deref(), Some("two"));
+        b.unregister_service(&"two".parse().unwrap());
+        assert!(b.find("x.example/api", Transport::Rpc).is_none());
+    }
+}

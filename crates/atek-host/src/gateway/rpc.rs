@@ -1,0 +1,239 @@
+//! JSON-RPC over `POST /_atek/gateway?api=ID`.
+//!
+//! The caller's envelope is parsed with its `id` and `params` left as raw JSON; the host
+//! sends the provider a new envelope (its own id counter, the same method and params) and
+//! wraps the provider's result or error back with the caller's id. Batches are answered in
+//! order, their calls made concurrently.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use atek_api::jsonrpc::{self, IncomingRequest, IncomingResponse, RpcError, codes};
+use atek_api::services::Transport;
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Limited};
+use serde_json::value::RawValue;
+
+use super::{GatewayError, api_param, caller_from_headers};
+use crate::auth::Caller;
+use crate::broker::{Provider, ServiceExport};
+use crate::host::HostState;
+
+/// Methods anyone may call without credentials (reference §3.2).
+const ANONYMOUS: [(&str, &str); 2] = [
+    ("atek.cloud/user-sessions-api", "whoami"),
+    ("atek.cloud/user-sessions-api", "login"),
+];
+
+/// `POST /_atek/gateway`.
+pub async fn handle(
+    State(host): State<Arc<HostState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let api = api_param(query.as_deref()).ok_or(GatewayError::MissingApi)?;
+    let caller = caller_from_headers(&host, &headers);
+    let limit = host.config.max_body_bytes;
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|len| len > limit)
+    {
+        return Err(GatewayError::TooLarge { limit });
+    }
+    let bytes = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|_| GatewayError::TooLarge { limit })?
+        .to_bytes();
+
+    let text = std::str::from_utf8(&bytes).map_err(|_| GatewayError::NotJson)?;
+    if text.trim_start().starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| GatewayError::NotJson)?;
+        let requests: Vec<Option<IncomingRequest<'_>>> =
+            items.iter().map(|raw| parse_request(raw.get())).collect();
+        let allowed = caller.is_some()
+            || requests
+                .iter()
+                .all(|r| r.as_ref().is_some_and(|r| is_anonymous(&api, &r.method)));
+        if !allowed {
+            return Err(GatewayError::Unauthorized);
+        }
+        if requests.is_empty() {
+            return Ok(json_ok(invalid_request()));
+        }
+        let answers = futures_util::future::join_all(requests.iter().map(|r| async {
+            match r {
+                Some(r) => call(&host, caller.as_ref(), &api, r).await,
+                None => Some(invalid_request()),
+            }
+        }))
+        .await;
+        let answers: Vec<String> = answers.into_iter().flatten().collect();
+        if answers.is_empty() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        return Ok(json_ok(format!("[{}]", answers.join(","))));
+    }
+
+    serde_json::from_str::<&RawValue>(text).map_err(|_| GatewayError::NotJson)?;
+    let Some(request) = parse_request(text) else {
+        return if caller.is_some() {
+            Ok(json_ok(invalid_request()))
+        } else {
+            Err(GatewayError::Unauthorized)
+        };
+    };
+    if caller.is_none() && !is_anonymous(&api, &request.method) {
+        return Err(GatewayError::Unauthorized);
+    }
+    Ok(match call(&host, caller.as_ref(), &api, &request).await {
+        Some(body) => json_ok(body),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+fn is_anonymous(api: &str, method: &str) -> bool {
+    ANONYMOUS.iter().any(|(a, m)| *a == api && *m == method)
+}
+
+fn parse_request(text: &str) -> Option<IncomingRequest<'_>> {
+    serde_json::from_str::<IncomingRequest<'_>>(text)
+        .ok()
+        .filter(|r| r.jsonrpc == "2.0")
+}
+
+fn invalid_request() -> String {
+    jsonrpc::error_body("null", &RpcError::new(codes::INVALID_REQUEST, "Invalid Request"))
+}
+
+fn json_ok(body: String) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
+}
+
+/// Routes one request; None for a notification.
+async fn call(
+    host: &HostState,
+    caller: Option<&Caller>,
+    api: &str,
+    request: &IncomingRequest<'_>,
+) -> Option<String> {
+    let id = request.id.map(RawValue::get);
+    let outcome = match host.broker.find(api, Transport::Rpc) {
+        None => Err(RpcError::new(
+            codes::METHOD_NOT_FOUND,
+            format!(
+                "No service available which matches {{\"transport\":\"rpc\",\"api\":{}}}",
+                serde_json::Value::from(api)
+            ),
+        )),
+        Some(Provider::Host(kind)) => {
+            crate::apis::call(host, caller, kind, &request.method, request.params_array())
+                .await
+                .map(|value| value.to_string())
+        }
+        Some(Provider::Service(export)) => forward(host, caller, &export, api, request).await,
+    };
+    let id = id?;
+    Some(match outcome {
+        Ok(result) => jsonrpc::success_body(id, &result),
+        Err(error) => jsonrpc::error_body(id, &error),
+    })
+}
+
+/// Sends the call to a service and returns its raw result, or the error to report.
+async fn forward(
+    host: &HostState,
+    caller: Option<&Caller>,
+    export: &ServiceExport,
+    api: &str,
+    request: &IncomingRequest<'_>,
+) -> Result<String, RpcError> {
+    let rpc_id = host.next_rpc_id.fetch_add(1, Ordering::Relaxed);
+    let body = jsonrpc::request_body(rpc_id, &request.method, request.params_array());
+    let server_error = |message: String| RpcError::new(codes::SERVER_ERROR, message);
+    let uri = export
+        .upstream
+        .uri(&export.path)
+        .map_err(|e| server_error(format!("the service {} exports an invalid path: {e}", export.id)))?;
+    let mut req = Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::HOST, "localhost");
+    if let Some(caller) = caller {
+        req = req
+            .header("atek-auth-user", caller.user.as_str())
+            .header("atek-auth-service", caller.service.as_str());
+    }
+    let req = req
+        .body(Body::from(body))
+        .map_err(|e| server_error(format!("cannot build the request: {e}")))?;
+
+    let timeout = host.config.gateway_timeout;
+    let max = host.config.max_response_bytes;
+    let exchange = async {
+        let resp = export.upstream.send(req).await.map_err(|e| {
+            tracing::warn!(service = %export.id, api, error = %e, "provider unreachable");
+            server_error(format!(
+                "The service {} providing {api} could not be reached or closed the connection ({})",
+                export.id,
+                short_error(&e)
+            ))
+        })?;
+        let bytes: Bytes = Limited::new(resp.into_body(), max)
+            .collect()
+            .await
+            .map_err(|_| {
+                server_error(format!(
+                    "The service {} answered with more than {max} bytes (maxResponseBytes) or broke off its answer",
+                    export.id
+                ))
+            })?
+            .to_bytes();
+        Ok::<Bytes, RpcError>(bytes)
+    };
+    let bytes = tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+        server_error(format!(
+            "The service {} did not answer {api} {} within {} (gatewayTimeout)",
+            export.id,
+            request.method,
+            humantime::format_duration(timeout)
+        ))
+    })??;
+
+    let parse_error = || {
+        let mut e = RpcError::new(codes::PARSE_ERROR, "Parse error");
+        e.data = Some(serde_json::Value::from(format!(
+            "the service {} answered with something that is not a JSON-RPC response",
+            export.id
+        )));
+        e
+    };
+    let response: IncomingResponse<'_> = serde_json::from_slice(&bytes).map_err(|_| parse_error())?;
+    if response.jsonrpc != "2.0" {
+        return Err(parse_error());
+    }
+    match (response.error, response.result) {
+        (Some(error), _) => Err(error),
+        (None, Some(result)) => Ok(result.get().to_owned()),
+        (None, None) => Ok("null".to_owned()),
+    }
+}
+
+/// The innermost cause, which is what a person can act on (`Connection refused`).
+fn short_error(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

@@ -1,0 +1,453 @@
+//! The composition root: builds every part from the config and runs the host.
+//!
+//! Start-up (reference §1.4, changed where noted):
+//! 1. load config.json, generate a system token if there is none and write it back;
+//! 2. create the folders; open the services store;
+//! 3. listen (so the gateway is up before anything is loaded) and write `run.json`;
+//! 4. load the core services in order, each installed, started and awaited; one that fails
+//!    is reported and skipped (the original stopped there);
+//! 5. register the host's own APIs: from here `inspect-api.isReady` answers `true`;
+//! 6. start the installed services that were not stopped by a person, all at once.
+//!
+//! Shutdown (SIGINT/SIGTERM, or [`Host::shutdown`]): stop accepting requests, stop every
+//! service at once (SIGTERM, then SIGKILL after `stopTimeout`), remove `run.json`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use atek_api::services::{InstallOpts, Transport};
+use atek_core::{ApiId, ServiceId, UserKey};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Auth;
+use crate::broker::{Broker, HostApi, Provider};
+use crate::config::{Config, ConfigError};
+use crate::installer::{Installer, Source};
+use crate::manage::BusyIds;
+use crate::paths::Paths;
+use crate::store::{Store, StoreError, StoredService};
+use crate::supervisor::{ServiceSpec, Supervisor, SupervisorConfig};
+
+/// How long open connections (WebSockets, slow calls) may hold up shutdown.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// What `atek run` was asked for: the config dir and the flags that override config.json.
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// The config dir.
+    pub config_dir: PathBuf,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--domain`.
+    pub domain: Option<String>,
+    /// `--bind`.
+    pub bind_address: Option<std::net::IpAddr>,
+}
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// config.json is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state store is unusable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A folder could not be made.
+    #[error("cannot create {path}: {source}")]
+    Dirs {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The port could not be bound.
+    #[error("cannot listen on {addr}: {source}. {hint}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+        /// What to do.
+        hint: &'static str,
+    },
+}
+
+/// `run.json`: how the CLI finds a running host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The host's process id.
+    pub pid: u32,
+    /// The port it listens on.
+    pub port: u16,
+    /// Its base URL on loopback.
+    pub url: String,
+    /// Its version.
+    pub version: String,
+}
+
+/// Everything the request handlers and operations share.
+#[derive(Debug)]
+pub struct HostState {
+    /// The effective config (file plus flags).
+    pub config: Config,
+    /// The config dir's layout.
+    pub paths: Paths,
+    /// The port the host listens on.
+    pub port: u16,
+    /// Installed services.
+    pub store: Store,
+    /// API routing.
+    pub broker: Arc<Broker>,
+    /// Tokens.
+    pub auth: Arc<Auth>,
+    /// Processes.
+    pub supervisor: Supervisor,
+    /// Packages.
+    pub installer: Installer,
+    /// Core services' records.
+    pub(crate) core: RwLock<Vec<StoredService>>,
+    /// Ids under an operation.
+    pub(crate) busy: BusyIds,
+    /// The host's own JSON-RPC id counter for forwarded calls.
+    pub(crate) next_rpc_id: AtomicU64,
+    ready: AtomicBool,
+}
+
+impl HostState {
+    /// True once the host serves its own APIs.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// config.json as persisted (what `inspect-api.getConfig` returns).
+    pub fn persisted_config(&self) -> std::io::Result<serde_json::Value> {
+        let text = std::fs::read_to_string(self.paths.config_file())?;
+        serde_json::from_str(&text).map_err(std::io::Error::other)
+    }
+}
+
+/// A running host.
+#[derive(Debug)]
+pub struct Host {
+    state: Arc<HostState>,
+    cancel: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    boot: tokio::task::JoinHandle<()>,
+}
+
+impl Host {
+    /// Starts the host: listens, then loads services in the background. Returns once the
+    /// port is bound; `state().is_ready()` turns true when the core services are loaded.
+    pub async fn start(opts: HostOptions) -> Result<Self, HostError> {
+        let paths = Paths::new(&opts.config_dir);
+        paths.create_dirs().map_err(|source| HostError::Dirs {
+            path: paths.root().to_owned(),
+            source,
+        })?;
+        let config_file = paths.config_file();
+        let mut config = Config::load(&config_file)?;
+        if config.ensure_system_token() {
+            config.save(&config_file)?;
+            tracing::info!(file = %config_file.display(), "generated a system token");
+        }
+        if let Some(port) = opts.port {
+            config.port = port;
+        }
+        if let Some(domain) = opts.domain {
+            config.domain = domain;
+        }
+        if let Some(bind) = opts.bind_address {
+            config.bind_address = bind;
+        }
+
+        let addr = SocketAddr::new(config.bind_address, config.port);
+        let listener = TcpListener::bind(addr).await.map_err(|source| HostError::Listen {
+            addr,
+            hint: match source.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "Another program (or another Atek) uses that port: stop it, or pick another with --port"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "Ports below 1024 need root: pick a higher one with --port"
+                }
+                _ => "Check bindAddress and port in config.json",
+            },
+            source,
+        })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(config.port);
+
+        let store = Store::open(&paths.state())?;
+        let broker = Arc::new(Broker::new());
+        let auth = Arc::new(Auth::new(&config.system_auth_tokens));
+        let supervisor = Supervisor::new(
+            SupervisorConfig {
+                ready_timeout: config.ready_timeout,
+                stop_timeout: config.stop_timeout,
+                restart_delay: config.restart_delay,
+                crash_loop_limit: config.crash_loop_limit,
+                crash_loop_window: config.crash_loop_window,
+                log_max_bytes: config.log_max_bytes,
+                log_files: config.log_files,
+                node_path: config.node_path.clone(),
+                host_port: port,
+                system_tokens: config.system_auth_tokens.clone(),
+            },
+            paths.clone(),
+            broker.clone(),
+            auth.clone(),
+        );
+        let installer = Installer::new(paths.packages());
+        let state = Arc::new(HostState {
+            config,
+            paths,
+            port,
+            store,
+            broker,
+            auth,
+            supervisor,
+            installer,
+            core: RwLock::new(Vec::new()),
+            busy: BusyIds::default(),
+            next_rpc_id: AtomicU64::new(1),
+            ready: AtomicBool::new(false),
+        });
+
+        let cancel = CancellationToken::new();
+        let router = crate::server::router(state.clone());
+        let server = tokio::spawn({
+            let cancel = cancel.clone();
+            async move {
+                let serve = axum::serve(listener, router)
+                    .with_graceful_shutdown(cancel.clone().cancelled_owned());
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            }
+        });
+        write_run_file(&state);
+        tracing::info!(url = %format!("http://{}:{port}", state.config.bind_address), "Atek listening");
+
+        let boot = tokio::spawn(boot(state.clone()));
+        Ok(Self {
+            state,
+            cancel,
+            server,
+            boot,
+        })
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &Arc<HostState> {
+        &self.state
+    }
+
+    /// The port the host listens on.
+    pub fn port(&self) -> u16 {
+        self.state.port
+    }
+
+    /// Stops everything, in order, within bounds.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.boot.abort();
+        self.cancel.cancel();
+        let mut server = self.server;
+        if tokio::time::timeout(DRAIN, &mut server).await.is_err() {
+            server.abort();
+        }
+        self.state.supervisor.shutdown().await;
+        let _ = std::fs::remove_file(self.state.paths.run_file());
+        tracing::info!("stopped");
+    }
+}
+
+fn write_run_file(state: &HostState) {
+    let info = RunInfo {
+        pid: std::process::id(),
+        port: state.port,
+        url: format!("http://127.0.0.1:{}", state.port),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let path = state.paths.run_file();
+    let result = serde_json::to_vec_pretty(&info)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| crate::fsutil::write_atomic(&path, &bytes, 0o600));
+    if let Err(e) = result {
+        tracing::warn!(file = %path.display(), error = %e, "cannot write run.json; the CLI will fall back to config.json's port");
+    }
+}
+
+/// Steps 4-6 of start-up.
+async fn boot(state: Arc<HostState>) {
+    for (index, core) in state.config.core_services.iter().enumerate() {
+        if let Err(e) = load_core(&state, core).await {
+            tracing::error!(index, source = %core.source_url, error = %e, "core service failed to load; continuing without it");
+        }
+    }
+    state.broker.register([
+        (api("atek.cloud/inspect-api"), Transport::Rpc, Provider::Host(HostApi::Inspect)),
+        (api("atek.cloud/services-api"), Transport::Rpc, Provider::Host(HostApi::Services)),
+    ]);
+    state.ready.store(true, Ordering::Release);
+    tracing::info!("ready");
+
+    let starts = state.store.list().into_iter().filter(|s| !s.stopped).map(|stored| {
+        let state = state.clone();
+        async move {
+            let id = stored.record.id.clone();
+            let result = match state.spec(&stored) {
+                Ok(spec) => {
+                    state.supervisor.ensure(spec).await;
+                    state.supervisor.start(&id).await.map(drop).map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = result {
+                tracing::error!(service = %id, error = %e, "cannot start service");
+            }
+        }
+    });
+    futures_util::future::join_all(starts).await;
+}
+
+fn api(id: &'static str) -> ApiId {
+    id.parse().unwrap_or_else(|_| unreachable!("host API ids are valid"))
+}
+
+/// Installs (when needed) and starts one core service; it is owned by `system`.
+async fn load_core(state: &HostState, core: &crate::config::CoreService) -> Result<(), String> {
+    let source = Source::parse(&core.source_url).map_err(|e| e.to_string())?;
+    let id: ServiceId = match &core.id {
+        Some(id) => id.parse().map_err(|e: atek_core::IdError| e.to_string())?,
+        None => format!("core.{}", source.default_id())
+            .parse()
+            .map_err(|e: atek_core::IdError| e.to_string())?,
+    };
+    let log = {
+        let log = crate::supervisor::ServiceLog::new(
+            state.paths.log(&id),
+            state.config.log_max_bytes,
+            state.config.log_files,
+        );
+        log.set_secrets(state.config.system_auth_tokens.clone());
+        log
+    };
+    let desired = core.desired_version.as_deref();
+    let existing = state.installer.package_dir(id.as_str()).ok().filter(|d| d.join(".git").exists());
+    // A git core service is fetched and rebuilt only when the best release changed.
+    let package = match (&source, existing) {
+        (Source::Git(_), Some(_)) => {
+            let dir = state.installer.package_dir(id.as_str()).map_err(|e| e.to_string())?;
+            let installed = checked_out_tag(&dir).await;
+            let check = state
+                .installer
+                .check_for_updates(id.as_str(), &source, desired, installed.as_deref())
+                .await;
+            match check {
+                Ok(c) if !c.has_update && installed.is_some() => crate::installer::Package {
+                    manifest: crate::installer::read_manifest(&dir).map_err(|e| e.to_string())?,
+                    dir,
+                    source_type: atek_api::services::SourceType::Git,
+                    installed_version: installed,
+                },
+                _ => state
+                    .installer
+                    .update(id.as_str(), &source, desired, &log)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            }
+        }
+        _ => state
+            .installer
+            .install(id.as_str(), &source, desired, &log)
+            .await
+            .map_err(|e| e.to_string())?,
+    };
+    let key = state.store.core_key(&id).map_err(|e| e.to_string())?;
+    let opts = InstallOpts {
+        source_url: core.source_url.clone(),
+        id: Some(id.to_string()),
+        desired_version: core.desired_version.clone(),
+        config: Some(core.config.clone()).filter(|c| !c.is_empty()),
+        ..InstallOpts::default()
+    };
+    let stored = StoredService {
+        key: key.clone(),
+        record: atek_api::services::ServiceRecord {
+            id: id.clone(),
+            owning_user_key: UserKey::system(),
+            source_url: opts.source_url,
+            desired_version: opts.desired_version,
+            package: atek_api::services::PackageInfo {
+                source_type: package.source_type,
+                installed_version: package.installed_version.clone(),
+                title: package.manifest.as_ref().and_then(|m| m.name.clone()),
+            },
+            manifest: package.manifest.clone(),
+            config: opts.config,
+        },
+        stopped: false,
+    };
+    state.core.write().unwrap_or_else(|p| p.into_inner()).push(stored);
+    state
+        .supervisor
+        .ensure(ServiceSpec {
+            id: id.clone(),
+            key,
+            owner: UserKey::system(),
+            owner_admin: true,
+            dir: package.dir,
+            manifest: package.manifest,
+            config: core.config.clone(),
+        })
+        .await;
+    let run = state.supervisor.start(&id).await.map_err(|e| e.to_string())?;
+    if run.status == atek_api::services::ServiceStatus::Active {
+        Ok(())
+    } else {
+        Err(run.reason.unwrap_or_else(|| format!("it is {}", run.status.as_str())))
+    }
+}
+
+/// The tag checked out in a clone, if HEAD is exactly at one.
+async fn checked_out_tag(dir: &std::path::Path) -> Option<String> {
+    let out = tokio::process::Command::new("git")
+        .args(["describe", "--tags", "--exact-match", "HEAD"])
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    let tag = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (out.status.success() && !tag.is_empty()).then_some(tag)
+}
+
+/// Runs a host until SIGINT or SIGTERM.
+pub async fn run(opts: HostOptions) -> Result<(), HostError> {
+    let host = Host::start(opts).await?;
+    wait_for_signal().await;
+    eprintln!("Shutting down, this may take a moment...");
+    host.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the host can only be killed; children still die with it.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,169 @@
+//! The git commands the installer needs, run so they never prompt.
+
+use std::path::Path;
+
+use tokio::process::Command;
+
+use super::process::{self, Finished};
+use super::{InstallError, InstallObserver};
+
+const REACH_HINT: &str = "check the URL, that this machine can reach it and that it may read \
+     the repository (git is never allowed to ask for a password here; use an SSH key or a \
+     credential helper)";
+const LOCAL_HINT: &str = "the clone may be damaged; remove the service and install it again";
+
+/// A `git` command with the settings every call needs.
+fn command(dir: Option<&Path>, args: &[&str]) -> Command {
+    let mut cmd = Command::new("git");
+    // Local clones (file:// and plain paths) are refused by default since git 2.38.3 for
+    // submodules; the person chose this source, so allow it. An empty askPass stops a
+    // configured GUI prompt.
+    cmd.args(["-c", "protocol.file.allow=always", "-c", "core.askPass="]);
+    cmd.args(args);
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .env("GCM_INTERACTIVE", "never")
+        .env_remove("GIT_ASKPASS")
+        .env_remove("SSH_ASKPASS")
+        // Inherited by a host started from inside a git hook, these would point every
+        // command at the wrong repository.
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE");
+    if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
+        cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+    }
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    cmd
+}
+
+async fn run(
+    dir: Option<&Path>,
+    args: &[&str],
+    step: String,
+    hint: &'static str,
+    observer: Option<&dyn InstallObserver>,
+    capture: bool,
+) -> Result<Finished, InstallError> {
+    let done = process::run(command(dir, args), "git", observer, capture).await?;
+    if done.status.success() {
+        Ok(done)
+    } else {
+        let stderr = if done.stderr_tail.is_empty() {
+            format!("git {}", done.status)
+        } else {
+            done.stderr_tail
+        };
+        Err(InstallError::Git { step, stderr, hint })
+    }
+}
+
+/// True when `dir` is the top of a git work tree (not merely inside one: the packages folder
+/// itself may live inside some repository).
+pub(crate) fn is_clone(dir: &Path) -> bool {
+    dir.join(".git").is_dir()
+}
+
+/// Clones `url` into `dest` without checking anything out; a tag is checked out next.
+pub(crate) async fn clone(
+    url: &str,
+    dest: &Path,
+    observer: &dyn InstallObserver,
+) -> Result<(), InstallError> {
+    let dest_str = dest.to_string_lossy();
+    let args = ["clone", "--no-checkout", "--", url, &dest_str];
+    run(
+        None,
+        &args,
+        format!("clone {url}"),
+        REACH_HINT,
+        Some(observer),
+        false,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Brings tags up to date; `--force` because a release tag may have been moved.
+pub(crate) async fn fetch(dir: &Path, observer: &dyn InstallObserver) -> Result<(), InstallError> {
+    let args = ["fetch", "--tags", "--force"];
+    run(
+        Some(dir),
+        &args,
+        "fetch --tags --force".to_owned(),
+        REACH_HINT,
+        Some(observer),
+        false,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Every tag name in the clone.
+pub(crate) async fn tags(dir: &Path) -> Result<Vec<String>, InstallError> {
+    let done = run(
+        Some(dir),
+        &["tag", "--list"],
+        "tag --list".to_owned(),
+        LOCAL_HINT,
+        None,
+        true,
+    )
+    .await?;
+    Ok(done
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Checks out `tag`, throwing away local changes: the clone belongs to the installer.
+pub(crate) async fn checkout(
+    dir: &Path,
+    tag: &str,
+    observer: &dyn InstallObserver,
+) -> Result<(), InstallError> {
+    // The full ref name keeps a branch called like the tag, or a tag starting with '-',
+    // from being taken for something else.
+    let refname = format!("refs/tags/{tag}");
+    let args = ["checkout", "--force", "--quiet", &refname];
+    run(
+        Some(dir),
+        &args,
+        format!("checkout {tag}"),
+        LOCAL_HINT,
+        Some(observer),
+        false,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The URL the clone was made from, if it has an `origin`.
+pub(crate) async fn origin_url(dir: &Path) -> Result<Option<String>, InstallError> {
+    let args = ["config", "--get", "remote.origin.url"];
+    let done = process::run(command(Some(dir), &args), "git", None, true).await?;
+    // `git config --get` exits 1 when the key is unset; that is an answer, not a failure.
+    Ok(done
+        .status
+        .success()
+        .then(|| done.stdout.trim().to_owned())
+        .filter(|url| !url.is_empty()))
+}
+
+/// The tag names of the repository at `url`, without a clone.
+pub(crate) async fn remote_tags(url: &str) -> Result<Vec<String>, InstallError> {
+    let args = ["ls-remote", "--tags", "--refs", "--", url];
+    let step = format!("ls-remote --tags {url}");
+    let done = run(None, &args, step, REACH_HINT, None, true).await?;
+    Ok(done
+        .stdout
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter_map(|(_, refname)| refname.trim().strip_prefix("refs/tags/"))
+        .map(str::to_owned)
+        .collect())
+}
