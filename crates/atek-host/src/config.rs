@@ -187,7 +187,7 @@ impl Config {
         let de = &mut serde_json::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
-            let field = if field == "." { String::new() } else { field };
+            let field = if field == "." || field == "?" { String::new() } else { field };
             let inner = e.into_inner();
             let problem = inner.to_string();
             let fix = fix_for(&field, &problem, inner.is_syntax() || inner.is_eof());
@@ -303,7 +303,7 @@ fn fix_for(field: &str, problem: &str, syntax: bool) -> String {
         return "config.json must be one JSON object; check the line and column above (a trailing comma, a missing quote?)".into();
     }
     if problem.starts_with("unknown field") {
-        return "remove the field or correct its spelling; the fields are listed in ARCHITECTURE.md (Configuration)".into();
+        return "remove the field or correct its spelling; README.md lists the fields (Configuration)".into();
     }
     let leaf = field.rsplit('.').next().unwrap_or(field);
     let leaf = leaf.split('[').next().unwrap_or(leaf);

@@ -98,11 +98,11 @@ impl Upstream {
             Endpoint::Unix(_) => "localhost".to_owned(),
             Endpoint::Tcp(addr) => addr.to_string(),
         };
-        Ok(Uri::builder()
+        Uri::builder()
             .scheme("http")
             .authority(authority)
             .path_and_query(path_and_query)
-            .build()?)
+            .build()
     }
 
     /// Sends one request (its URI made by [`Upstream::uri`]).

@@ -15,22 +15,24 @@ use tempfile::TempDir;
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 
-/// Runs git with a fixed identity and without the machine's configuration.
+/// A fixed identity and no signing, whatever the machine's configuration says.
+const GIT_CONFIG: [&str; 10] = [
+    "-c",
+    "user.name=Atek Test",
+    "-c",
+    "user.email=test@example.invalid",
+    "-c",
+    "init.defaultBranch=main",
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "tag.gpgsign=false",
+];
+
+/// Runs git for a fixture, without the machine's configuration.
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Atek Test",
-            "-c",
-            "user.email=test@example.invalid",
-        ])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(["-c", "tag.gpgsign=false"])
+        .args(GIT_CONFIG)
         .args(args)
         .current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")

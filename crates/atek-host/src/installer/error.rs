@@ -97,7 +97,7 @@ pub enum InstallError {
         reason: String,
     },
     /// A git command failed.
-    #[error("`git {step}` failed: {stderr}\nfix: {hint}")]
+    #[error("`git {step}` failed:\n{stderr}\nfix: {hint}")]
     Git {
         /// The git subcommand and its main argument, e.g. `clone https://…`.
         step: String,
@@ -171,7 +171,7 @@ impl InstallError {
 
 fn list_or_none(items: &[String]) -> String {
     if items.is_empty() {
-        "none".to_owned()
+        "none (no tag names a version, like v1.0.0)".to_owned()
     } else {
         items.join(", ")
     }

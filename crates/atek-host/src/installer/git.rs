@@ -15,9 +15,9 @@ const LOCAL_HINT: &str = "the clone may be damaged; remove the service and insta
 /// A `git` command with the settings every call needs.
 fn command(dir: Option<&Path>, args: &[&str]) -> Command {
     let mut cmd = Command::new("git");
-    // Local clones (file:// and plain paths) are refused by default since git 2.38.3 for
-    // submodules; the person chose this source, so allow it. An empty askPass stops a
-    // configured GUI prompt.
+    // Since git 2.38.1 the file transport is only trusted when a person asked for it
+    // directly, which git cannot tell here (and submodules never count); the person did
+    // choose this source. An empty askPass overrides a configured password dialog.
     cmd.args(["-c", "protocol.file.allow=always", "-c", "core.askPass="]);
     cmd.args(args);
     cmd.env("GIT_TERMINAL_PROMPT", "0")
@@ -50,10 +50,16 @@ async fn run(
     if done.status.success() {
         Ok(done)
     } else {
-        let stderr = if done.stderr_tail.is_empty() {
+        // "Cloning into …" is progress, not part of the failure.
+        let stderr: Vec<&str> = done
+            .stderr_tail
+            .lines()
+            .filter(|l| !l.starts_with("Cloning into "))
+            .collect();
+        let stderr = if stderr.is_empty() {
             format!("git {}", done.status)
         } else {
-            done.stderr_tail
+            stderr.join("\n")
         };
         Err(InstallError::Git { step, stderr, hint })
     }

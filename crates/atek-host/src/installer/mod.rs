@@ -193,7 +193,8 @@ impl Installer {
             match git::checkout(&dir, &tag, observer).await {
                 Ok(()) => return finish_git(&dir, tag, observer).await,
                 Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "checkout failed; cloning again");
+                    let dir = dir.display();
+                    tracing::warn!(%dir, error = %e, "checkout failed; cloning again");
                     observer.stage("the existing clone could not be checked out; cloning again");
                 }
             }
@@ -305,9 +306,15 @@ async fn folder_package(path: &Path) -> Result<Package, InstallError> {
     })
 }
 
-async fn remove_dir(dir: &Path) -> Result<(), InstallError> {
-    match tokio::fs::remove_dir_all(dir).await {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(InstallError::io(dir)(e)),
+/// Removes whatever is at `path`; nothing there is fine. A symlink is removed, not followed.
+async fn remove_dir(path: &Path) -> Result<(), InstallError> {
+    let result = match tokio::fs::symlink_metadata(path).await {
+        Ok(meta) if meta.is_dir() => tokio::fs::remove_dir_all(path).await,
+        Ok(_) => tokio::fs::remove_file(path).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(InstallError::io(path)(e)),
         _ => Ok(()),
     }
 }

@@ -37,6 +37,10 @@ impl Source {
         let lower = s.to_ascii_lowercase();
 
         if lower.starts_with("file:") {
+            // The URL parser would read `file:app` as `/app`; that is surely a relative path.
+            if !lower.starts_with("file://") {
+                return Err(bad("a file URL must look like file:///absolute/path"));
+            }
             let url = url::Url::parse(s).map_err(|e| bad(&format!("not a valid URL ({e})")))?;
             let path = url.to_file_path().map_err(|()| {
                 bad("a file:// URL must name a local absolute path, like file:///home/me/app")
