@@ -85,7 +85,8 @@ impl Client {
         url.set_path("/_atek/gateway");
         url.query_pairs_mut().clear().append_pair("api", api);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let resp = self
             .http
             .post(url)
@@ -155,28 +156,45 @@ impl ServicesClient<'_> {
     }
     /// Stops and removes a service.
     pub async fn uninstall(&self, id: &str) -> Result<(), ClientError> {
-        self.0.call::<_, Value>(services::ID, "uninstall", [id]).await.map(drop)
+        self.0
+            .call::<_, Value>(services::ID, "uninstall", [id])
+            .await
+            .map(drop)
     }
     /// Changes a service's settings.
     pub async fn configure(&self, id: &str, opts: &ConfigureOpts) -> Result<(), ClientError> {
         let params = (id, opts);
-        self.0.call::<_, Value>(services::ID, "configure", params).await.map(drop)
+        self.0
+            .call::<_, Value>(services::ID, "configure", params)
+            .await
+            .map(drop)
     }
     /// Starts a service.
     pub async fn start(&self, id: &str) -> Result<(), ClientError> {
-        self.0.call::<_, Value>(services::ID, "start", [id]).await.map(drop)
+        self.0
+            .call::<_, Value>(services::ID, "start", [id])
+            .await
+            .map(drop)
     }
     /// Stops a service.
     pub async fn stop(&self, id: &str) -> Result<(), ClientError> {
-        self.0.call::<_, Value>(services::ID, "stop", [id]).await.map(drop)
+        self.0
+            .call::<_, Value>(services::ID, "stop", [id])
+            .await
+            .map(drop)
     }
     /// Restarts a service.
     pub async fn restart(&self, id: &str) -> Result<(), ClientError> {
-        self.0.call::<_, Value>(services::ID, "restart", [id]).await.map(drop)
+        self.0
+            .call::<_, Value>(services::ID, "restart", [id])
+            .await
+            .map(drop)
     }
     /// Looks for a newer matching tag.
     pub async fn check_for_package_updates(&self, id: &str) -> Result<UpdateCheck, ClientError> {
-        self.0.call(services::ID, "checkForPackageUpdates", [id]).await
+        self.0
+            .call(services::ID, "checkForPackageUpdates", [id])
+            .await
     }
     /// Installs the best matching tag.
     pub async fn update_package(&self, id: &str) -> Result<UpdateResult, ClientError> {

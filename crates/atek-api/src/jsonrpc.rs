@@ -62,7 +62,10 @@ impl RpcError {
 
     /// `Method not found: {method}` (-32601).
     pub fn method_not_found(method: &str) -> Self {
-        Self::new(codes::METHOD_NOT_FOUND, format!("Method not found: {method}"))
+        Self::new(
+            codes::METHOD_NOT_FOUND,
+            format!("Method not found: {method}"),
+        )
     }
 
     /// `Parameter {n} {problem}` (-32001); `index` counts from 0.
@@ -135,9 +138,8 @@ pub fn success_body(id: &str, result: &str) -> String {
 
 /// Writes an error envelope: `{"jsonrpc":"2.0","id":…,"error":{…}}`.
 pub fn error_body(id: &str, error: &RpcError) -> String {
-    let error = serde_json::to_string(error).unwrap_or_else(|_| {
-        r#"{"code":-32000,"message":"unserialisable error"}"#.to_owned()
-    });
+    let error = serde_json::to_string(error)
+        .unwrap_or_else(|_| r#"{"code":-32000,"message":"unserialisable error"}"#.to_owned());
     let mut out = String::with_capacity(36 + id.len() + error.len());
     out.push_str(r#"{"jsonrpc":"2.0","id":"#);
     out.push_str(id);
@@ -159,7 +161,10 @@ mod tests {
 
     #[test]
     fn envelopes_match_the_original_byte_for_byte() {
-        assert_eq!(success_body("7", "true"), r#"{"jsonrpc":"2.0","id":7,"result":true}"#);
+        assert_eq!(
+            success_body("7", "true"),
+            r#"{"jsonrpc":"2.0","id":7,"result":true}"#
+        );
         assert_eq!(
             error_body("7", &RpcError::not_authorized()),
             r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32003,"message":"Not authorized"}}"#
@@ -185,6 +190,9 @@ mod tests {
 
     #[test]
     fn param_errors_count_from_one() {
-        assert_eq!(RpcError::param(0, "must be string").message, "Parameter 1 must be string");
+        assert_eq!(
+            RpcError::param(0, "must be string").message,
+            "Parameter 1 must be string"
+        );
     }
 }

@@ -16,10 +16,16 @@ use clap::{Parser, Subcommand};
 /// `atek run` starts the host; the other commands manage a running host through its API,
 /// with the system token from config.json.
 #[derive(Debug, Parser)]
-#[command(name = "atek", version, propagate_version = true)]
+#[command(name = "atek", version)]
 struct Cli {
     /// The config dir (config.json, packages, logs, sockets).
-    #[arg(long, global = true, env = "ATEK_CONFIG_DIR", alias = "configDir", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "ATEK_CONFIG_DIR",
+        alias = "configDir",
+        value_name = "DIR"
+    )]
     config_dir: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -61,14 +67,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let command = cli.command.unwrap_or(Command::Run(commands::run::Args::default()));
+    let command = cli
+        .command
+        .unwrap_or(Command::Run(commands::run::Args::default()));
     let result = runtime.block_on(async move {
         use commands::*;
         match command {
@@ -79,9 +90,13 @@ fn main() -> ExitCode {
             Command::Ls(args) => ls::run(config_dir, args).await,
             Command::Get(args) => get::run(config_dir, args).await,
             Command::Cfg(args) => cfg::run(config_dir, args).await,
-            Command::Start(args) => manage::lifecycle(config_dir, args, manage::Action::Start).await,
+            Command::Start(args) => {
+                manage::lifecycle(config_dir, args, manage::Action::Start).await
+            }
             Command::Stop(args) => manage::lifecycle(config_dir, args, manage::Action::Stop).await,
-            Command::Restart(args) => manage::lifecycle(config_dir, args, manage::Action::Restart).await,
+            Command::Restart(args) => {
+                manage::lifecycle(config_dir, args, manage::Action::Restart).await
+            }
             Command::Logs(args) => logs::run(config_dir, args).await,
         }
     });

@@ -16,11 +16,20 @@ pub(crate) fn services_table(services: &[ServiceInfo]) -> String {
     table.load_style(NOTHING);
     table.set_header(["ID", "STATUS", "VERSION", "SOURCE", "OWNER", "PID", "NOTE"]);
     for s in services {
-        let version = s.settings.package.installed_version.as_deref().unwrap_or("-");
+        let version = s
+            .settings
+            .package
+            .installed_version
+            .as_deref()
+            .unwrap_or("-");
         let pid = s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         let mut note = s.status_reason.clone().unwrap_or_default();
         if s.core {
-            note = if note.is_empty() { "core".into() } else { format!("core; {note}") };
+            note = if note.is_empty() {
+                "core".into()
+            } else {
+                format!("core; {note}")
+            };
         }
         table.add_row([
             Cell::new(&s.settings.id),
@@ -41,10 +50,13 @@ pub(crate) fn service_details(s: &ServiceInfo) -> String {
     let mut row = |k: &str, v: &str| out.push_str(&format!("  {k:<16}{v}\n"));
     row("key", s.key.as_str());
     row("source", &s.settings.source_url);
-    row("type", match s.settings.package.source_type {
-        atek_api::services::SourceType::File => "folder",
-        atek_api::services::SourceType::Git => "git",
-    });
+    row(
+        "type",
+        match s.settings.package.source_type {
+            atek_api::services::SourceType::File => "folder",
+            atek_api::services::SourceType::Git => "git",
+        },
+    );
     if let Some(v) = &s.settings.desired_version {
         row("desired version", v);
     }
@@ -69,7 +81,10 @@ pub(crate) fn service_details(s: &ServiceInfo) -> String {
     }
     if let Some(m) = &s.settings.manifest {
         for e in &m.exports {
-            row("exports", &format!("{} ({}, {})", e.api, e.transport().as_str(), e.path()));
+            row(
+                "exports",
+                &format!("{} ({}, {})", e.api, e.transport().as_str(), e.path()),
+            );
         }
     }
     for (k, v) in s.settings.config.iter().flatten() {

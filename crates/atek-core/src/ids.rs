@@ -176,7 +176,9 @@ fn check_api_id(kind: &'static str, s: &str) -> Result<(), IdError> {
 
 fn check_key(kind: &'static str, s: &str) -> Result<(), IdError> {
     check_len(kind, s, 128)?;
-    if s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
         Ok(())
     } else {
         Err(IdError::BadChar {
@@ -207,10 +209,25 @@ mod tests {
 
     #[test]
     fn service_ids() {
-        for ok in ["a", "hello-world", "core.adb", "my_app-2", "x".repeat(63).as_str()] {
+        for ok in [
+            "a",
+            "hello-world",
+            "core.adb",
+            "my_app-2",
+            "x".repeat(63).as_str(),
+        ] {
             assert!(ok.parse::<ServiceId>().is_ok(), "{ok}");
         }
-        for bad in ["", ".hidden", "-x", "a/b", "a..b", "trailing.", "sp ace", "ü"] {
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a/b",
+            "a..b",
+            "trailing.",
+            "sp ace",
+            "ü",
+        ] {
             assert!(bad.parse::<ServiceId>().is_err(), "{bad}");
         }
         assert!(matches!(

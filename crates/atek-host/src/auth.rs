@@ -96,7 +96,11 @@ mod tests {
             Some(Caller::system())
         );
         assert_eq!(auth.resolve_header("Bearer nope"), None);
-        assert_eq!(auth.resolve_header(sys.expose()), None, "scheme is required");
+        assert_eq!(
+            auth.resolve_header(sys.expose()),
+            None,
+            "scheme is required"
+        );
 
         let svc = BearerToken::generate();
         let caller = Caller {

@@ -119,10 +119,16 @@ mod tests {
         let api: ApiId = "x.example/api".parse().unwrap();
         b.register([(api.clone(), Transport::Rpc, export("one"))]);
         b.register([(api.clone(), Transport::Rpc, export("two"))]);
-        assert_eq!(id_of(b.find("x.example/api", Transport::Rpc)).as_deref(), Some("one"));
+        assert_eq!(
+            id_of(b.find("x.example/api", Transport::Rpc)).as_deref(),
+            Some("one")
+        );
         assert!(b.find("x.example/api", Transport::Proxy).is_none());
         b.unregister_service(&"one".parse().unwrap());
-        assert_eq!(id_of(b.find("x.example/api", Transport::Rpc)).as_deref(), Some("two"));
+        assert_eq!(
+            id_of(b.find("x.example/api", Transport::Rpc)).as_deref(),
+            Some("two")
+        );
         b.unregister_service(&"two".parse().unwrap());
         assert!(b.find("x.example/api", Transport::Rpc).is_none());
     }

@@ -187,13 +187,19 @@ impl Config {
         let de = &mut serde_json::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
-            let field = if field == "." || field == "?" { String::new() } else { field };
+            let field = if field == "." || field == "?" {
+                String::new()
+            } else {
+                field
+            };
             let inner = e.into_inner();
             let problem = inner.to_string();
             let fix = fix_for(&field, &problem, inner.is_syntax() || inner.is_eof());
             invalid(field, problem, fix)
         })?;
-        config.validate().map_err(|(field, problem, fix)| invalid(field, problem, fix))?;
+        config
+            .validate()
+            .map_err(|(field, problem, fix)| invalid(field, problem, fix))?;
         Ok(config)
     }
 
@@ -203,7 +209,9 @@ impl Config {
             && self.domain.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     && !label.starts_with('-')
                     && !label.ends_with('-')
             });
@@ -211,7 +219,8 @@ impl Config {
             return Err((
                 "domain".into(),
                 format!("{:?} is not a hostname", self.domain),
-                "use a DNS name such as \"localhost\" or \"home.example.com\" (no scheme, no port)".into(),
+                "use a DNS name such as \"localhost\" or \"home.example.com\" (no scheme, no port)"
+                    .into(),
             ));
         }
         for (i, token) in self.system_auth_tokens.iter().enumerate() {
@@ -239,7 +248,11 @@ impl Config {
             }
         }
         if self.max_body_bytes < 1024 || self.max_response_bytes < 1024 {
-            let field = if self.max_body_bytes < 1024 { "maxBodyBytes" } else { "maxResponseBytes" };
+            let field = if self.max_body_bytes < 1024 {
+                "maxBodyBytes"
+            } else {
+                "maxResponseBytes"
+            };
             return Err((
                 field.into(),
                 "must be at least 1024 bytes".into(),
@@ -313,8 +326,12 @@ fn fix_for(field: &str, problem: &str, syntax: bool) -> String {
         "readyTimeout" | "stopTimeout" | "gatewayTimeout" | "restartDelay" | "crashLoopWindow" => {
             "use a duration string such as \"5s\", \"500ms\" or \"2m\"".into()
         }
-        "coreServices" => "use a list of objects like {\"sourceUrl\": \"file:///path/to/app\"}".into(),
-        "systemAuthTokens" => "use a list of strings, or remove the field to have one generated".into(),
+        "coreServices" => {
+            "use a list of objects like {\"sourceUrl\": \"file:///path/to/app\"}".into()
+        }
+        "systemAuthTokens" => {
+            "use a list of strings, or remove the field to have one generated".into()
+        }
         "config" => "use an object of string values, such as {\"API_KEY\": \"…\"}".into(),
         _ => "correct the value's type as the message says".into(),
     }
@@ -333,7 +350,10 @@ mod tests {
         assert_eq!(parse("").unwrap(), Config::default());
         assert_eq!(parse("{}").unwrap(), Config::default());
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(Config::load(&dir.path().join("none.json")).unwrap(), Config::default());
+        assert_eq!(
+            Config::load(&dir.path().join("none.json")).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]

@@ -182,7 +182,10 @@ impl Host {
             },
             source,
         })?;
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(config.port);
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(config.port);
 
         let store = Store::open(&paths.state())?;
         let broker = Arc::new(Broker::new());
@@ -293,33 +296,52 @@ async fn boot(state: Arc<HostState>) {
         }
     }
     state.broker.register([
-        (api("atek.cloud/inspect-api"), Transport::Rpc, Provider::Host(HostApi::Inspect)),
-        (api("atek.cloud/services-api"), Transport::Rpc, Provider::Host(HostApi::Services)),
+        (
+            api("atek.cloud/inspect-api"),
+            Transport::Rpc,
+            Provider::Host(HostApi::Inspect),
+        ),
+        (
+            api("atek.cloud/services-api"),
+            Transport::Rpc,
+            Provider::Host(HostApi::Services),
+        ),
     ]);
     state.ready.store(true, Ordering::Release);
     tracing::info!("ready");
 
-    let starts = state.store.list().into_iter().filter(|s| !s.stopped).map(|stored| {
-        let state = state.clone();
-        async move {
-            let id = stored.record.id.clone();
-            let result = match state.spec(&stored) {
-                Ok(spec) => {
-                    state.supervisor.ensure(spec).await;
-                    state.supervisor.start(&id).await.map(drop).map_err(|e| e.to_string())
+    let starts = state
+        .store
+        .list()
+        .into_iter()
+        .filter(|s| !s.stopped)
+        .map(|stored| {
+            let state = state.clone();
+            async move {
+                let id = stored.record.id.clone();
+                let result = match state.spec(&stored) {
+                    Ok(spec) => {
+                        state.supervisor.ensure(spec).await;
+                        state
+                            .supervisor
+                            .start(&id)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = result {
+                    tracing::error!(service = %id, error = %e, "cannot start service");
                 }
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = result {
-                tracing::error!(service = %id, error = %e, "cannot start service");
             }
-        }
-    });
+        });
     futures_util::future::join_all(starts).await;
 }
 
 fn api(id: &'static str) -> ApiId {
-    id.parse().unwrap_or_else(|_| unreachable!("host API ids are valid"))
+    id.parse()
+        .unwrap_or_else(|_| unreachable!("host API ids are valid"))
 }
 
 /// Installs (when needed) and starts one core service; it is owned by `system`.
@@ -341,11 +363,18 @@ async fn load_core(state: &HostState, core: &crate::config::CoreService) -> Resu
         log
     };
     let desired = core.desired_version.as_deref();
-    let existing = state.installer.package_dir(id.as_str()).ok().filter(|d| d.join(".git").exists());
+    let existing = state
+        .installer
+        .package_dir(id.as_str())
+        .ok()
+        .filter(|d| d.join(".git").exists());
     // A git core service is fetched and rebuilt only when the best release changed.
     let package = match (&source, existing) {
         (Source::Git(_), Some(_)) => {
-            let dir = state.installer.package_dir(id.as_str()).map_err(|e| e.to_string())?;
+            let dir = state
+                .installer
+                .package_dir(id.as_str())
+                .map_err(|e| e.to_string())?;
             let installed = checked_out_tag(&dir).await;
             let check = state
                 .installer
@@ -396,7 +425,11 @@ async fn load_core(state: &HostState, core: &crate::config::CoreService) -> Resu
         },
         stopped: false,
     };
-    state.core.write().unwrap_or_else(|p| p.into_inner()).push(stored);
+    state
+        .core
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(stored);
     state
         .supervisor
         .ensure(ServiceSpec {
@@ -409,11 +442,17 @@ async fn load_core(state: &HostState, core: &crate::config::CoreService) -> Resu
             config: core.config.clone(),
         })
         .await;
-    let run = state.supervisor.start(&id).await.map_err(|e| e.to_string())?;
+    let run = state
+        .supervisor
+        .start(&id)
+        .await
+        .map_err(|e| e.to_string())?;
     if run.status == atek_api::services::ServiceStatus::Active {
         Ok(())
     } else {
-        Err(run.reason.unwrap_or_else(|| format!("it is {}", run.status.as_str())))
+        Err(run
+            .reason
+            .unwrap_or_else(|| format!("it is {}", run.status.as_str())))
     }
 }
 
@@ -442,7 +481,10 @@ pub async fn run(opts: HostOptions) -> Result<(), HostError> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the host can only be killed; children still die with it.
         return std::future::pending().await;
     };

@@ -28,7 +28,9 @@ pub enum ManageError {
     #[error("App already exists under the ID: {0}")]
     IdTaken(String),
     /// Another operation on this service is under way.
-    #[error("{0} is busy with another operation (install, update or rename); try again when it finishes")]
+    #[error(
+        "{0} is busy with another operation (install, update or rename); try again when it finishes"
+    )]
     Busy(ServiceId),
     /// Core services are managed in config.json.
     #[error("{0} is a core service: change coreServices in config.json and restart Atek instead")]
@@ -116,8 +118,14 @@ impl HostState {
 
     /// A service's record, core or installed.
     pub fn find(&self, id: &str) -> Result<(StoredService, bool), ManageError> {
-        let parsed: ServiceId = id.parse().map_err(|_| ManageError::NotFound(id.to_owned()))?;
-        if let Some(core) = self.core_services().into_iter().find(|c| c.record.id == parsed) {
+        let parsed: ServiceId = id
+            .parse()
+            .map_err(|_| ManageError::NotFound(id.to_owned()))?;
+        if let Some(core) = self
+            .core_services()
+            .into_iter()
+            .find(|c| c.record.id == parsed)
+        {
             return Ok((core, true));
         }
         self.store
@@ -172,17 +180,27 @@ impl HostState {
 
     /// Picks the id for a new service: the requested one if free, else the source's name,
     /// then `name-2`, `name-3`, … Reserves it.
-    fn reserve_id(&self, requested: Option<&str>, source: &Source) -> Result<BusyGuard<'_>, ManageError> {
+    fn reserve_id(
+        &self,
+        requested: Option<&str>,
+        source: &Source,
+    ) -> Result<BusyGuard<'_>, ManageError> {
         if let Some(requested) = requested {
             let id: ServiceId = requested.parse().map_err(ManageError::BadId)?;
             if self.id_taken(&id) {
                 return Err(ManageError::IdTaken(id.to_string()));
             }
-            return self.busy(&id).map_err(|_| ManageError::IdTaken(id.to_string()));
+            return self
+                .busy(&id)
+                .map_err(|_| ManageError::IdTaken(id.to_string()));
         }
         let base = source.default_id();
         for n in 1u32.. {
-            let candidate = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+            let candidate = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
             let Ok(id) = candidate.parse::<ServiceId>() else {
                 continue;
             };
@@ -196,14 +214,21 @@ impl HostState {
     }
 
     /// Installs a service for `owner` and starts it.
-    pub async fn install(&self, opts: InstallOpts, owner: UserKey) -> Result<ServiceInfo, ManageError> {
+    pub async fn install(
+        &self,
+        opts: InstallOpts,
+        owner: UserKey,
+    ) -> Result<ServiceInfo, ManageError> {
         let source = Source::parse(&opts.source_url)?;
         let guard = self.reserve_id(opts.id.as_deref(), &source)?;
         let id = guard.id.clone();
         let log = self.log_for(&id);
         log.line(Tag::Sys, &format!("installing from {}", opts.source_url));
         let desired = opts.desired_version.as_deref().filter(|d| !d.is_empty());
-        let package = self.installer.install(id.as_str(), &source, desired, &log).await?;
+        let package = self
+            .installer
+            .install(id.as_str(), &source, desired, &log)
+            .await?;
         let stored = StoredService {
             key: ServiceKey::generate(),
             record: ServiceRecord {
@@ -343,7 +368,9 @@ impl HostState {
             self.supervisor.remove(&old_id).await?;
         }
         let source = Source::parse(&stored.record.source_url)?;
-        self.installer.rename(old_id.as_str(), new_id.as_str(), &source).await?;
+        self.installer
+            .rename(old_id.as_str(), new_id.as_str(), &source)
+            .await?;
         let updated = self
             .store
             .update(&old_id, |s| {
@@ -389,9 +416,19 @@ impl HostState {
         let log = self.log_for(&id);
         let package = self
             .installer
-            .update(id.as_str(), &source, stored.record.desired_version.as_deref(), &log)
+            .update(
+                id.as_str(),
+                &source,
+                stored.record.desired_version.as_deref(),
+                &log,
+            )
             .await?;
-        let old = stored.record.package.installed_version.clone().unwrap_or_default();
+        let old = stored
+            .record
+            .package
+            .installed_version
+            .clone()
+            .unwrap_or_default();
         let updated = self
             .store
             .update(&id, |s| {

@@ -64,8 +64,17 @@ impl Paths {
     /// Creates the folders, private to the owner (they hold sockets and logs).
     pub fn create_dirs(&self) -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
-        for dir in [self.root.clone(), self.packages(), self.sockets(), self.logs(), self.state()] {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        for dir in [
+            self.root.clone(),
+            self.packages(),
+            self.sockets(),
+            self.logs(),
+            self.state(),
+        ] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
         }
         Ok(())
     }

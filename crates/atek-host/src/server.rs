@@ -24,7 +24,11 @@ pub(crate) fn router(state: Arc<HostState>) -> Router {
 async fn fallback(uri: axum::http::Uri) -> impl IntoResponse {
     let json = [(header::CONTENT_TYPE, "application/json")];
     if uri.path().starts_with("/_atek/") {
-        (StatusCode::NOT_FOUND, json, r#"{"error":true,"message":"Not found"}"#)
+        (
+            StatusCode::NOT_FOUND,
+            json,
+            r#"{"error":true,"message":"Not found"}"#,
+        )
     } else {
         (StatusCode::OK, json, r#"{"message":"Atek online"}"#)
     }

@@ -99,7 +99,11 @@ impl Store {
 
     /// One service by id.
     pub fn get(&self, id: &ServiceId) -> Option<StoredService> {
-        self.lock().services.iter().find(|s| &s.record.id == id).cloned()
+        self.lock()
+            .services
+            .iter()
+            .find(|s| &s.record.id == id)
+            .cloned()
     }
 
     /// True when a stored service has this id.
@@ -173,8 +177,11 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<StateFile, StoreError> {
     struct Head {
         version: u32,
     }
-    let head: Head = serde_json::from_slice(bytes)
-        .map_err(|e| corrupt(format!("not a services file ({e}); restore it from a backup or move it away to start empty")))?;
+    let head: Head = serde_json::from_slice(bytes).map_err(|e| {
+        corrupt(format!(
+            "not a services file ({e}); restore it from a backup or move it away to start empty"
+        ))
+    })?;
     if head.version > VERSION {
         return Err(corrupt(format!(
             "written by a newer Atek (format version {}, this one reads up to {VERSION}); upgrade Atek",
@@ -217,7 +224,9 @@ mod tests {
         let a = service("a");
         store.insert(a.clone()).unwrap();
         store.insert(service("b")).unwrap();
-        store.update(&"a".parse().unwrap(), |s| s.stopped = true).unwrap();
+        store
+            .update(&"a".parse().unwrap(), |s| s.stopped = true)
+            .unwrap();
         store.remove(&"b".parse().unwrap()).unwrap();
         let core = store.core_key(&"core.x".parse().unwrap()).unwrap();
 
@@ -232,7 +241,11 @@ mod tests {
     #[test]
     fn newer_versions_are_refused_not_overwritten() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("services.json"), r#"{"version":99,"services":[]}"#).unwrap();
+        std::fs::write(
+            dir.path().join("services.json"),
+            r#"{"version":99,"services":[]}"#,
+        )
+        .unwrap();
         let err = Store::open(dir.path()).unwrap_err();
         assert!(err.to_string().contains("newer Atek"), "{err}");
     }

@@ -77,7 +77,9 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(128);
         let pool = match &endpoint {
-            Endpoint::Unix(path) => Pool::Unix(builder.build(UnixConnector(Arc::new(path.clone())))),
+            Endpoint::Unix(path) => {
+                Pool::Unix(builder.build(UnixConnector(Arc::new(path.clone()))))
+            }
             Endpoint::Tcp(_) => {
                 let mut http = HttpConnector::new();
                 http.set_nodelay(true);
@@ -145,7 +147,9 @@ pub async fn probe_head(endpoint: &Endpoint) -> Option<http::StatusCode> {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.ok()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .ok()?;
         let driver = tokio::spawn(conn);
         let req = Request::head("/")
             .header(http::header::HOST, "localhost")

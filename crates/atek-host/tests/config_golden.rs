@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the right failure in a test
+
 //! Golden tests for what a person reads when config.json is wrong: each
 //! `golden/config/NAME.json` must fail with exactly the text of `NAME.txt`.
 //! `UPDATE_GOLDEN=1 cargo test --test config_golden` rewrites the .txt files.
@@ -16,13 +18,17 @@ fn config_errors_name_the_field_and_the_fix() {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 10, "golden cases missing in {}", dir.display());
+    assert!(
+        cases.len() >= 10,
+        "golden cases missing in {}",
+        dir.display()
+    );
     let mut mismatches = Vec::new();
     for case in cases {
         let text = std::fs::read_to_string(&case).unwrap();
         let name = case.file_name().unwrap().to_str().unwrap();
-        let err = Config::parse(Path::new(name), &text)
-            .expect_err(&format!("{name} should be rejected"));
+        let err =
+            Config::parse(Path::new(name), &text).expect_err(&format!("{name} should be rejected"));
         let actual = format!("{err}\n");
         let golden = case.with_extension("txt");
         if update {
@@ -31,7 +37,9 @@ fn config_errors_name_the_field_and_the_fix() {
         }
         let expected = std::fs::read_to_string(&golden).unwrap_or_default();
         if actual != expected {
-            mismatches.push(format!("{name}:\n--- expected\n{expected}--- actual\n{actual}"));
+            mismatches.push(format!(
+                "{name}:\n--- expected\n{expected}--- actual\n{actual}"
+            ));
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
@@ -44,7 +52,11 @@ fn every_error_says_what_to_do() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|x| x == "txt") {
             let text = std::fs::read_to_string(&path).unwrap();
-            assert!(text.contains("\nfix: "), "{} has no fix line", path.display());
+            assert!(
+                text.contains("\nfix: "),
+                "{} has no fix line",
+                path.display()
+            );
         }
     }
 }

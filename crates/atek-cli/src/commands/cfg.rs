@@ -20,7 +20,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "URL")]
     source: Option<String>,
     /// A new semver range of git tags to follow.
-    #[arg(long = "version", alias = "desired-version", value_name = "RANGE")]
+    #[arg(
+        long = "desired-version",
+        alias = "desiredVersion",
+        value_name = "RANGE"
+    )]
     desired_version: Option<String>,
     /// Set an environment variable, KEY=VALUE; KEY= removes it (repeatable). Applies at the
     /// next start.
@@ -43,7 +47,10 @@ pub(crate) async fn run(config_dir: PathBuf, args: Args) -> anyhow::Result<()> {
     };
     let changed = changes != ConfigureOpts::default();
     if changed {
-        services.configure(&args.id, &changes).await.map_err(|e| hint(e, &config_dir))?;
+        services
+            .configure(&args.id, &changes)
+            .await
+            .map_err(|e| hint(e, &config_dir))?;
     }
     let id = args.new_id.unwrap_or(args.id);
     let info = services.get(&id).await.map_err(|e| hint(e, &config_dir))?;

@@ -17,7 +17,11 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(config_dir: PathBuf, args: Args) -> anyhow::Result<()> {
     let client = connect(&config_dir)?;
-    let info = client.services().get(&args.id).await.map_err(|e| hint(e, &config_dir))?;
+    let info = client
+        .services()
+        .get(&args.id)
+        .await
+        .map_err(|e| hint(e, &config_dir))?;
     if args.json {
         return output::json(&info);
     }

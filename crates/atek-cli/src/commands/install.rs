@@ -19,7 +19,11 @@ pub(crate) struct Args {
     #[arg(long)]
     id: Option<String>,
     /// A semver range of git tags to follow, such as `^1` or `2.0.0`.
-    #[arg(long = "version", alias = "desired-version", alias = "desiredVersion", value_name = "RANGE")]
+    #[arg(
+        long = "desired-version",
+        alias = "desiredVersion",
+        value_name = "RANGE"
+    )]
     desired_version: Option<String>,
     /// Install for this user (admins only; `system` for the host).
     #[arg(long)]
@@ -50,7 +54,8 @@ fn source_url(source: &str) -> anyhow::Result<String> {
     }
     let path = Path::new(source);
     if path.exists() {
-        let abs: PathBuf = std::fs::canonicalize(path).with_context(|| format!("cannot resolve {source}"))?;
+        let abs: PathBuf =
+            std::fs::canonicalize(path).with_context(|| format!("cannot resolve {source}"))?;
         return Ok(url_from_path(&abs));
     }
     if path.is_absolute() || source.starts_with('.') {
@@ -84,7 +89,11 @@ pub(crate) async fn run(config_dir: PathBuf, args: Args) -> anyhow::Result<()> {
     }
     print!("{}", output::service_details(&info));
     if info.status != atek_api::services::ServiceStatus::Active {
-        eprintln!("note: installed, but it is {}; see `atek logs {}`", info.status.as_str(), info.settings.id);
+        eprintln!(
+            "note: installed, but it is {}; see `atek logs {}`",
+            info.status.as_str(),
+            info.settings.id
+        );
     }
     Ok(())
 }

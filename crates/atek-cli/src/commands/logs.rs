@@ -24,7 +24,10 @@ pub(crate) async fn run(config_dir: PathBuf, args: Args) -> anyhow::Result<()> {
     let id: atek_core::ServiceId = args.id.parse()?;
     let path = Paths::new(&config_dir).log(&id);
     let mut file = std::fs::File::open(&path).with_context(|| {
-        format!("no log for {id} at {} (is it installed? see `atek ls`)", path.display())
+        format!(
+            "no log for {id} at {} (is it installed? see `atek ls`)",
+            path.display()
+        )
     })?;
     let mut text = String::new();
     file.read_to_string(&mut text)?;

@@ -15,7 +15,11 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(config_dir: PathBuf, args: Args) -> anyhow::Result<()> {
     let client = connect(&config_dir)?;
-    let services = client.services().list().await.map_err(|e| hint(e, &config_dir))?;
+    let services = client
+        .services()
+        .list()
+        .await
+        .map_err(|e| hint(e, &config_dir))?;
     if args.json {
         return output::json(&services);
     }

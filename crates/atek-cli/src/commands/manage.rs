@@ -42,7 +42,11 @@ pub(crate) enum Action {
 
 pub(crate) async fn uninstall(config_dir: PathBuf, args: IdArgs) -> anyhow::Result<()> {
     let client = connect(&config_dir)?;
-    client.services().uninstall(&args.id).await.map_err(|e| hint(e, &config_dir))?;
+    client
+        .services()
+        .uninstall(&args.id)
+        .await
+        .map_err(|e| hint(e, &config_dir))?;
     if args.json {
         return output::json(&serde_json::json!({"uninstalled": args.id}));
     }
@@ -62,9 +66,15 @@ pub(crate) async fn update(config_dir: PathBuf, args: UpdateArgs) -> anyhow::Res
             return output::json(&check);
         }
         if check.has_update {
-            println!("{}: {} → {} available; run `atek update {}`", args.id, check.installed_version, check.latest_version, args.id);
+            println!(
+                "{}: {} → {} available; run `atek update {}`",
+                args.id, check.installed_version, check.latest_version, args.id
+            );
         } else {
-            println!("{}: {} is the newest matching release", args.id, check.installed_version);
+            println!(
+                "{}: {} is the newest matching release",
+                args.id, check.installed_version
+            );
         }
         return Ok(());
     }
@@ -73,23 +83,39 @@ pub(crate) async fn update(config_dir: PathBuf, args: UpdateArgs) -> anyhow::Res
     bar.finish_and_clear();
     let result = result.map_err(|e| hint(e, &config_dir))?;
     if args.restart {
-        services.restart(&args.id).await.map_err(|e| hint(e, &config_dir))?;
+        services
+            .restart(&args.id)
+            .await
+            .map_err(|e| hint(e, &config_dir))?;
     }
     if args.json {
         return output::json(&result);
     }
     if result.installed_version == result.old_version {
-        println!("{}: {} is already the newest matching release", args.id, result.installed_version);
+        println!(
+            "{}: {} is already the newest matching release",
+            args.id, result.installed_version
+        );
     } else {
-        println!("{}: {} → {}", args.id, result.old_version, result.installed_version);
+        println!(
+            "{}: {} → {}",
+            args.id, result.old_version, result.installed_version
+        );
         if !args.restart {
-            println!("restart it to run the new version: atek restart {}", args.id);
+            println!(
+                "restart it to run the new version: atek restart {}",
+                args.id
+            );
         }
     }
     Ok(())
 }
 
-pub(crate) async fn lifecycle(config_dir: PathBuf, args: IdArgs, action: Action) -> anyhow::Result<()> {
+pub(crate) async fn lifecycle(
+    config_dir: PathBuf,
+    args: IdArgs,
+    action: Action,
+) -> anyhow::Result<()> {
     let client = connect(&config_dir)?;
     let services = client.services();
     let done = match action {
@@ -98,7 +124,10 @@ pub(crate) async fn lifecycle(config_dir: PathBuf, args: IdArgs, action: Action)
         Action::Restart => services.restart(&args.id).await,
     };
     done.map_err(|e| hint(e, &config_dir))?;
-    let info = services.get(&args.id).await.map_err(|e| hint(e, &config_dir))?;
+    let info = services
+        .get(&args.id)
+        .await
+        .map_err(|e| hint(e, &config_dir))?;
     if args.json {
         return output::json(&info);
     }

@@ -30,13 +30,17 @@ pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
 pub(crate) fn connect(config_dir: &Path) -> anyhow::Result<Client> {
     let paths = Paths::new(config_dir);
     let config = Config::load(&paths.config_file())?;
-    let token = config.system_auth_tokens.first().cloned().with_context(|| {
-        format!(
-            "{} has no system token yet: start the host once with `atek run --config-dir {}`",
-            paths.config_file().display(),
-            config_dir.display()
-        )
-    })?;
+    let token = config
+        .system_auth_tokens
+        .first()
+        .cloned()
+        .with_context(|| {
+            format!(
+                "{} has no system token yet: start the host once with `atek run --config-dir {}`",
+                paths.config_file().display(),
+                config_dir.display()
+            )
+        })?;
     let url = std::fs::read(paths.run_file())
         .ok()
         .and_then(|b| serde_json::from_slice::<RunInfo>(&b).ok())

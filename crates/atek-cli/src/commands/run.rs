@@ -22,8 +22,15 @@ pub(crate) struct Args {
 pub(crate) async fn run(config_dir: PathBuf, args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ATEK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    eprintln!("Running Atek {} (config dir {})", env!("CARGO_PKG_VERSION"), config_dir.display());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    eprintln!(
+        "Running Atek {} (config dir {})",
+        env!("CARGO_PKG_VERSION"),
+        config_dir.display()
+    );
     run_host(HostOptions {
         config_dir,
         port: args.port,

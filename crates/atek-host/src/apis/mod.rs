@@ -83,10 +83,20 @@ mod tests {
     #[test]
     fn param_messages_follow_node_rpc() {
         let p = Params::parse(r#"[1, {"sourceUrl": 5}]"#).unwrap();
-        assert_eq!(p.string(0).unwrap_err().message, "Parameter 1 must be string");
+        assert_eq!(
+            p.string(0).unwrap_err().message,
+            "Parameter 1 must be string"
+        );
         let e = p.object::<atek_api::services::InstallOpts>(1).unwrap_err();
         assert_eq!(e.code, -32001);
-        assert!(e.message.starts_with("Parameter 2 /sourceUrl invalid type"), "{}", e.message);
-        assert_eq!(p.string(5).unwrap_err().message, "Parameter 6 must be string");
+        assert!(
+            e.message.starts_with("Parameter 2 /sourceUrl invalid type"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            p.string(5).unwrap_err().message,
+            "Parameter 6 must be string"
+        );
     }
 }

@@ -32,7 +32,11 @@ pub(super) async fn call(
 ) -> Result<Value, RpcError> {
     match method {
         "list" => {
-            let mut all: Vec<_> = host.core_services().into_iter().map(|s| (s, true)).collect();
+            let mut all: Vec<_> = host
+                .core_services()
+                .into_iter()
+                .map(|s| (s, true))
+                .collect();
             all.extend(host.store.list().into_iter().map(|s| (s, false)));
             let services = all
                 .iter()
@@ -50,7 +54,10 @@ pub(super) async fn call(
         "install" => {
             let opts: InstallOpts = params.object(0)?;
             if opts.source_url.is_empty() {
-                return Err(RpcError::param(0, "must have required property 'sourceUrl'"));
+                return Err(RpcError::param(
+                    0,
+                    "must have required property 'sourceUrl'",
+                ));
             }
             let owner = match opts.user.as_deref() {
                 None | Some("") => caller.user.clone(),

@@ -64,13 +64,18 @@ impl IntoResponse for GatewayError {
             Self::Unauthorized => json(StatusCode::UNAUTHORIZED, NOT_AUTHORIZED_BODY.to_owned()),
             Self::TooLarge { .. } => json(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                error_body("null", &RpcError::new(codes::INVALID_REQUEST, self.to_string())),
+                error_body(
+                    "null",
+                    &RpcError::new(codes::INVALID_REQUEST, self.to_string()),
+                ),
             ),
             Self::NotJson => json(
                 StatusCode::BAD_REQUEST,
                 error_body("null", &RpcError::new(codes::PARSE_ERROR, "Parse error")),
             ),
-            Self::MissingApi | Self::BadRequest(_) => plain(StatusCode::BAD_REQUEST, self.to_string()),
+            Self::MissingApi | Self::BadRequest(_) => {
+                plain(StatusCode::BAD_REQUEST, self.to_string())
+            }
             Self::NoProxyProvider { .. } => plain(StatusCode::NOT_FOUND, self.to_string()),
             Self::BadUpstream(_) => plain(StatusCode::BAD_GATEWAY, self.to_string()),
         }
@@ -108,7 +113,9 @@ mod tests {
 
     #[test]
     fn no_proxy_provider_message_matches_the_rpc_one() {
-        let e = GatewayError::NoProxyProvider { api: "\"a/b\"".into() };
+        let e = GatewayError::NoProxyProvider {
+            api: "\"a/b\"".into(),
+        };
         assert_eq!(
             e.to_string(),
             r#"No service available which matches {"transport":"proxy","api":"a/b"}"#

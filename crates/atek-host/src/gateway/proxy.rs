@@ -80,16 +80,24 @@ pub async fn handle(
             export.id
         ))
     };
-    let stream = export.upstream.connect_raw().await.map_err(|e| unreachable(&e))?;
+    let stream = export
+        .upstream
+        .connect_raw()
+        .await
+        .map_err(|e| unreachable(&e))?;
     let handshake = match stream {
-        RawStream::Unix(s) => hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map(|(tx, conn)| {
-            tokio::spawn(conn.with_upgrades());
-            tx
-        }),
-        RawStream::Tcp(s) => hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map(|(tx, conn)| {
-            tokio::spawn(conn.with_upgrades());
-            tx
-        }),
+        RawStream::Unix(s) => hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .map(|(tx, conn)| {
+                tokio::spawn(conn.with_upgrades());
+                tx
+            }),
+        RawStream::Tcp(s) => hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .map(|(tx, conn)| {
+                tokio::spawn(conn.with_upgrades());
+                tx
+            }),
     };
     let mut sender = handshake.map_err(|e| unreachable(&e))?;
 
@@ -107,10 +115,13 @@ pub async fn handle(
     let upstream_req = upstream_req
         .body(Body::empty())
         .map_err(|e| GatewayError::BadRequest(format!("bad handshake: {e}")))?;
-    let upstream_resp = tokio::time::timeout(host.config.gateway_timeout, sender.send_request(upstream_req))
-        .await
-        .map_err(|_| unreachable(&"it did not answer the WebSocket handshake in time"))?
-        .map_err(|e| unreachable(&e))?;
+    let upstream_resp = tokio::time::timeout(
+        host.config.gateway_timeout,
+        sender.send_request(upstream_req),
+    )
+    .await
+    .map_err(|_| unreachable(&"it did not answer the WebSocket handshake in time"))?
+    .map_err(|e| unreachable(&e))?;
     if upstream_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Err(GatewayError::BadUpstream(format!(
             "The service {} refused the WebSocket for {api} (it answered {})",

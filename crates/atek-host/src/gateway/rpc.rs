@@ -54,7 +54,8 @@ pub async fn handle(
 
     let text = std::str::from_utf8(&bytes).map_err(|_| GatewayError::NotJson)?;
     if text.trim_start().starts_with('[') {
-        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| GatewayError::NotJson)?;
+        let items: Vec<&RawValue> =
+            serde_json::from_str(text).map_err(|_| GatewayError::NotJson)?;
         let requests: Vec<Option<IncomingRequest<'_>>> =
             items.iter().map(|raw| parse_request(raw.get())).collect();
         let allowed = caller.is_some()
@@ -109,13 +110,19 @@ fn parse_request(text: &str) -> Option<IncomingRequest<'_>> {
 }
 
 fn invalid_request() -> String {
-    jsonrpc::error_body("null", &RpcError::new(codes::INVALID_REQUEST, "Invalid Request"))
+    jsonrpc::error_body(
+        "null",
+        &RpcError::new(codes::INVALID_REQUEST, "Invalid Request"),
+    )
 }
 
 fn json_ok(body: String) -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response()
@@ -162,10 +169,12 @@ async fn forward(
     let rpc_id = host.next_rpc_id.fetch_add(1, Ordering::Relaxed);
     let body = jsonrpc::request_body(rpc_id, &request.method, request.params_array());
     let server_error = |message: String| RpcError::new(codes::SERVER_ERROR, message);
-    let uri = export
-        .upstream
-        .uri(&export.path)
-        .map_err(|e| server_error(format!("the service {} exports an invalid path: {e}", export.id)))?;
+    let uri = export.upstream.uri(&export.path).map_err(|e| {
+        server_error(format!(
+            "the service {} exports an invalid path: {e}",
+            export.id
+        ))
+    })?;
     let mut req = Request::post(uri)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::HOST, "localhost");
@@ -201,14 +210,16 @@ async fn forward(
             .to_bytes();
         Ok::<Bytes, RpcError>(bytes)
     };
-    let bytes = tokio::time::timeout(timeout, exchange).await.map_err(|_| {
-        server_error(format!(
-            "The service {} did not answer {api} {} within {} (gatewayTimeout)",
-            export.id,
-            request.method,
-            humantime::format_duration(timeout)
-        ))
-    })??;
+    let bytes = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| {
+            server_error(format!(
+                "The service {} did not answer {api} {} within {} (gatewayTimeout)",
+                export.id,
+                request.method,
+                humantime::format_duration(timeout)
+            ))
+        })??;
 
     let parse_error = || {
         let mut e = RpcError::new(codes::PARSE_ERROR, "Parse error");
@@ -218,7 +229,8 @@ async fn forward(
         )));
         e
     };
-    let response: IncomingResponse<'_> = serde_json::from_slice(&bytes).map_err(|_| parse_error())?;
+    let response: IncomingResponse<'_> =
+        serde_json::from_slice(&bytes).map_err(|_| parse_error())?;
     if response.jsonrpc != "2.0" {
         return Err(parse_error());
     }

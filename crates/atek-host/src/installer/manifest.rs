@@ -270,7 +270,6 @@ fn exec_program_is_empty(exec: &ExecCommand) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a panic is the right failure in a test
 mod tests {
     use super::*;
 

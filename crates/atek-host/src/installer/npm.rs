@@ -90,7 +90,6 @@ async fn npm(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a panic is the right failure in a test
 mod tests {
     use super::*;
 

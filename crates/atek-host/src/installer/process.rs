@@ -142,7 +142,6 @@ fn join_lines(lines: VecDeque<String>) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a panic is the right failure in a test
 mod tests {
     use super::*;
 

@@ -55,7 +55,7 @@ impl Source {
                     "git+ must be followed by a URL, like git+https://host/repo",
                 ));
             }
-            return Ok(Source::Git(url.to_owned()));
+            return Ok(Source::Git(npm_ssh_to_scp(url).unwrap_or(url).to_owned()));
         }
         if ["http://", "https://", "ssh://", "git://"]
             .iter()
@@ -145,6 +145,16 @@ fn is_scp_like(s: &str) -> bool {
     !host_part.contains('/') && !user.is_empty() && !host.is_empty() && !path_part.is_empty()
 }
 
+/// npm writes `git+ssh://git@host:user/repo`, which git would read as a port named `user`;
+/// the scp-like form after `ssh://` is what is meant.
+fn npm_ssh_to_scp(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("ssh://")?;
+    let authority = rest.split('/').next()?;
+    let (_, port) = authority.rsplit_once(':')?;
+    let is_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    (!is_port && is_scp_like(rest)).then_some(rest)
+}
+
 fn last_url_segment(url: &str) -> &str {
     // npm-style `#semver:^1` fragments and query strings are not part of the name.
     let url = url.split(['#', '?']).next().unwrap_or(url);
@@ -179,7 +189,6 @@ fn sanitise_id(raw: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a panic is the right failure in a test
 mod tests {
     use super::*;
 
@@ -258,6 +267,14 @@ mod tests {
             (
                 "GIT+ssh://git@h.example/A/B".to_owned(),
                 git("ssh://git@h.example/A/B"),
+            ),
+            (
+                "git+ssh://git@h.example:me/r.git".to_owned(),
+                git("git@h.example:me/r.git"),
+            ),
+            (
+                "git+ssh://git@h.example:22/r.git".to_owned(),
+                git("ssh://git@h.example:22/r.git"),
             ),
             (
                 "https://github.com/a/b".to_owned(),

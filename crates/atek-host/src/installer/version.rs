@@ -113,7 +113,6 @@ fn parse_part(digits: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a panic is the right failure in a test
 mod tests {
     use super::*;
 

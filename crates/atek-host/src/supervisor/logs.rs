@@ -102,7 +102,11 @@ impl ServiceLog {
             }
         }
         let stamp = humantime::format_rfc3339_millis(SystemTime::now());
-        let line = format!("{stamp} [{}] {}\n", tag.as_str(), text.trim_end_matches(['\r', '\n']));
+        let line = format!(
+            "{stamp} [{}] {}\n",
+            tag.as_str(),
+            text.trim_end_matches(['\r', '\n'])
+        );
         if let Err(e) = self.write(&mut inner, line.as_bytes()) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot write service log");
             inner.file = None;
@@ -213,7 +217,10 @@ mod tests {
         let log = ServiceLog::new(dir.path().join("a.log"), 1 << 20, 2);
         let token = BearerToken::generate();
         log.set_secrets(vec![token.clone()]);
-        log.line(Tag::Out, &format!("token={} \u{1b}[31mred\u{1b}[0m", token.expose()));
+        log.line(
+            Tag::Out,
+            &format!("token={} \u{1b}[31mred\u{1b}[0m", token.expose()),
+        );
         let text = std::fs::read_to_string(log.path()).unwrap();
         assert!(!text.contains(token.expose()));
         assert!(text.contains("[out] token=[redacted] red"), "{text}");

@@ -204,23 +204,34 @@ impl Supervisor {
             waiters: Vec::new(),
         };
         self.shared.tasks.spawn(actor.run());
-        self.slots().insert(spec.id, Slot { tx, state: state_rx });
+        self.slots().insert(
+            spec.id,
+            Slot {
+                tx,
+                state: state_rx,
+            },
+        );
     }
 
     /// Starts a service and waits until it is active, failed or stopped.
     pub async fn start(&self, id: &ServiceId) -> Result<RunState, SupervisorError> {
         let tx = self.sender(id)?;
         let (done, wait) = oneshot::channel();
-        tx.send(Cmd::Start(done)).await.map_err(|_| SupervisorError::ShuttingDown)?;
+        tx.send(Cmd::Start(done))
+            .await
+            .map_err(|_| SupervisorError::ShuttingDown)?;
         wait.await.map_err(|_| SupervisorError::ShuttingDown)?;
-        self.state(id).ok_or_else(|| SupervisorError::Unknown(id.clone()))
+        self.state(id)
+            .ok_or_else(|| SupervisorError::Unknown(id.clone()))
     }
 
     /// Stops a service and waits until its process is gone.
     pub async fn stop(&self, id: &ServiceId) -> Result<(), SupervisorError> {
         let tx = self.sender(id)?;
         let (done, wait) = oneshot::channel();
-        tx.send(Cmd::Stop(done)).await.map_err(|_| SupervisorError::ShuttingDown)?;
+        tx.send(Cmd::Stop(done))
+            .await
+            .map_err(|_| SupervisorError::ShuttingDown)?;
         wait.await.map_err(|_| SupervisorError::ShuttingDown)
     }
 
@@ -354,7 +365,10 @@ impl Actor {
             };
             let now = Instant::now();
             crashes.push_back(now);
-            while crashes.front().is_some_and(|t| now.duration_since(*t) > cfg.crash_loop_window) {
+            while crashes
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > cfg.crash_loop_window)
+            {
                 crashes.pop_front();
             }
             if ran_for > cfg.crash_loop_window {
@@ -449,15 +463,24 @@ impl Actor {
         if let Ok((program, args)) = launch.argv() {
             self.log.line(
                 Tag::Sys,
-                &format!("started pid {} : {} {}", pid.unwrap_or(0), program.display(), args.join(" ")),
+                &format!(
+                    "started pid {} : {} {}",
+                    pid.unwrap_or(0),
+                    program.display(),
+                    args.join(" ")
+                ),
             );
         }
         tracing::info!(service = %id, pid, "service started");
         if let Some(out) = child.stdout.take() {
-            self.shared.tasks.spawn(self.log.clone().pump(out, Tag::Out));
+            self.shared
+                .tasks
+                .spawn(self.log.clone().pump(out, Tag::Out));
         }
         if let Some(err) = child.stderr.take() {
-            self.shared.tasks.spawn(self.log.clone().pump(err, Tag::Err));
+            self.shared
+                .tasks
+                .spawn(self.log.clone().pump(err, Tag::Err));
         }
         self.state.send_modify(|s| {
             s.pid = pid;
@@ -476,7 +499,12 @@ impl Actor {
     }
 
     /// Waits for readiness, registers exports, then waits for an exit or a stop.
-    async fn watch(&mut self, child: &mut tokio::process::Child, socket: PathBuf, port: u16) -> Outcome {
+    async fn watch(
+        &mut self,
+        child: &mut tokio::process::Child,
+        socket: PathBuf,
+        port: u16,
+    ) -> Outcome {
         let cfg = self.shared.cfg.clone();
         let started = Instant::now();
         let deadline = started + cfg.ready_timeout;
@@ -489,7 +517,9 @@ impl Actor {
         let endpoint = 'ready: loop {
             for endpoint in &candidates {
                 match probe_head(endpoint).await {
-                    Some(status) if (200..=400).contains(&status.as_u16()) => break 'ready endpoint.clone(),
+                    Some(status) if (200..=400).contains(&status.as_u16()) => {
+                        break 'ready endpoint.clone();
+                    }
                     Some(status) => last_answer = Some(status),
                     None => {}
                 }
@@ -568,7 +598,9 @@ impl Actor {
     }
 
     fn register(&self, endpoint: &Endpoint) {
-        let Some(manifest) = &self.spec.manifest else { return };
+        let Some(manifest) = &self.spec.manifest else {
+            return;
+        };
         let upstream = Upstream::new(endpoint.clone());
         let entries = manifest.exports.iter().map(|export| {
             let provider = Provider::Service(Arc::new(ServiceExport {

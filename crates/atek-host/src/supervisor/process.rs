@@ -71,12 +71,22 @@ impl Launch {
     pub(crate) fn argv(&self) -> Result<(PathBuf, Vec<String>), SpawnError> {
         let manifest = self.manifest.as_ref();
         let runtime = manifest.and_then(|m| m.runtime).unwrap_or(
-            if manifest.is_some_and(|m| m.exec.is_some()) { Runtime::Exec } else { Runtime::Node },
+            if manifest.is_some_and(|m| m.exec.is_some()) {
+                Runtime::Exec
+            } else {
+                Runtime::Node
+            },
         );
         match runtime {
-            Runtime::Node => Ok((self.node_path.clone(), vec![node_entry(&self.dir)?.display().to_string()])),
+            Runtime::Node => Ok((
+                self.node_path.clone(),
+                vec![node_entry(&self.dir)?.display().to_string()],
+            )),
             Runtime::Exec => {
-                let argv = manifest.and_then(|m| m.exec.as_ref()).map(|e| e.argv()).unwrap_or_default();
+                let argv = manifest
+                    .and_then(|m| m.exec.as_ref())
+                    .map(|e| e.argv())
+                    .unwrap_or_default();
                 let (program, args) = argv.split_first().ok_or(SpawnError::NoExec)?;
                 if program.is_empty() {
                     return Err(SpawnError::NoExec);
@@ -101,11 +111,17 @@ impl Launch {
             .iter()
             .map(|(k, v)| (k.to_uppercase(), v.clone()))
             .collect();
-        env.push(("ATEK_ASSIGNED_SOCKET_FILE".into(), self.socket.display().to_string()));
+        env.push((
+            "ATEK_ASSIGNED_SOCKET_FILE".into(),
+            self.socket.display().to_string(),
+        ));
         env.push(("ATEK_ASSIGNED_PORT".into(), self.port.to_string()));
         env.push(("ATEK_ASSIGNED_SERVICE_KEY".into(), self.key.to_string()));
         env.push(("ATEK_HOST_PORT".into(), self.host_port.to_string()));
-        env.push(("ATEK_HOST_BEARER_TOKEN".into(), self.token.expose().to_owned()));
+        env.push((
+            "ATEK_HOST_BEARER_TOKEN".into(),
+            self.token.expose().to_owned(),
+        ));
         if let Some(path) = std::env::var_os("PATH") {
             env.push(("PATH".into(), path.to_string_lossy().into_owned()));
         }
@@ -146,7 +162,9 @@ fn node_entry(dir: &Path) -> Result<PathBuf, SpawnError> {
     if index.is_file() {
         Ok(index)
     } else {
-        Err(SpawnError::NoEntryPoint { dir: dir.to_owned() })
+        Err(SpawnError::NoEntryPoint {
+            dir: dir.to_owned(),
+        })
     }
 }
 
@@ -174,7 +192,9 @@ pub(crate) async fn terminate(child: &mut Child, grace: Duration) -> Option<Exit
     if let Ok(Some(status)) = child.try_wait() {
         return Some(status);
     }
-    let pgid = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32));
+    let pgid = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32));
     if let Some(pgid) = pgid {
         let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::TERM);
     }
@@ -267,7 +287,10 @@ mod tests {
         std::fs::write(dir.path().join("index.js"), "").unwrap();
         assert!(l.argv().unwrap().1[0].ends_with("index.js"));
         std::fs::write(dir.path().join("package.json"), r#"{"main":"srv.js"}"#).unwrap();
-        assert!(l.argv().unwrap().1[0].ends_with("index.js"), "main must exist to count");
+        assert!(
+            l.argv().unwrap().1[0].ends_with("index.js"),
+            "main must exist to count"
+        );
         std::fs::write(dir.path().join("srv.js"), "").unwrap();
         assert!(l.argv().unwrap().1[0].ends_with("srv.js"));
     }
@@ -279,11 +302,29 @@ mod tests {
             exec: Some(e),
             ..Manifest::default()
         };
-        let l = launch(dir.path(), Some(exec(ExecCommand::WithArgs(vec!["python3".into(), "app.py".into()]))));
-        assert_eq!(l.argv().unwrap(), (PathBuf::from("python3"), vec!["app.py".to_owned()]));
-        let l = launch(dir.path(), Some(exec(ExecCommand::Program("./bin/srv".into()))));
+        let l = launch(
+            dir.path(),
+            Some(exec(ExecCommand::WithArgs(vec![
+                "python3".into(),
+                "app.py".into(),
+            ]))),
+        );
+        assert_eq!(
+            l.argv().unwrap(),
+            (PathBuf::from("python3"), vec!["app.py".to_owned()])
+        );
+        let l = launch(
+            dir.path(),
+            Some(exec(ExecCommand::Program("./bin/srv".into()))),
+        );
         assert_eq!(l.argv().unwrap().0, dir.path().join("./bin/srv"));
-        let l = launch(dir.path(), Some(Manifest { runtime: Some(Runtime::Exec), ..Manifest::default() }));
+        let l = launch(
+            dir.path(),
+            Some(Manifest {
+                runtime: Some(Runtime::Exec),
+                ..Manifest::default()
+            }),
+        );
         assert!(matches!(l.argv(), Err(SpawnError::NoExec)));
     }
 
@@ -300,8 +341,12 @@ mod tests {
         // Wait until the trap is installed before signalling.
         let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line).await.unwrap();
-        let status = terminate(&mut child, Duration::from_millis(200)).await.unwrap();
+        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
+            .await
+            .unwrap();
+        let status = terminate(&mut child, Duration::from_millis(200))
+            .await
+            .unwrap();
         assert_eq!(describe_exit(status), "killed by SIGKILL");
     }
 }

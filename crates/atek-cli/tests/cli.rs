@@ -1,0 +1,236 @@
+//! Black-box tests of the `atek` binary: help, errors a person sees, and the management
+//! commands against a real `atek run` (port 0, temp config dir, a Python service).
+
+#![allow(clippy::unwrap_used)] // a panic is the right failure in a test
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SUBCOMMANDS: [&str; 11] = [
+    "run",
+    "install",
+    "uninstall",
+    "update",
+    "ls",
+    "get",
+    "cfg",
+    "start",
+    "stop",
+    "restart",
+    "logs",
+];
+
+fn atek(config_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atek"));
+    cmd.arg("--config-dir")
+        .arg(config_dir)
+        .env_remove("ATEK_CONFIG_DIR");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn write_config(dir: &Path, extra: &str) -> String {
+    let token = "ab".repeat(32);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        format!(r#"{{"port":0,"bindAddress":"127.0.0.1","systemAuthTokens":["{token}"],"readyTimeout":"5s"{extra}}}"#),
+    )
+    .unwrap();
+    token
+}
+
+/// A running host, killed on drop.
+struct TestHost {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl TestHost {
+    fn start(dir: &Path) -> Self {
+        let child = atek(dir)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let host = Self {
+            child,
+            dir: dir.to_owned(),
+        };
+        // Ready when `atek ls` succeeds (it goes through the gateway and services-api).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if dir.join("run.json").exists() && run(atek(dir).arg("ls")).status.success() {
+                return host;
+            }
+            assert!(Instant::now() < deadline, "host did not become ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+/// A service written in Python (exec runtime) that answers HEAD / and GET /.
+fn python_app(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("atek.json"),
+        r#"{"name":"Py","runtime":"exec","exec":["python3","app.py"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("app.py"),
+        r#"import os, http.server, socketserver
+print("py app starting", flush=True)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_HEAD(self):
+        self.send_response(200); self.end_headers()
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"py")
+    def log_message(self, *args):
+        pass
+path = os.environ["ATEK_ASSIGNED_SOCKET_FILE"]
+try: os.unlink(path)
+except FileNotFoundError: pass
+socketserver.UnixStreamServer(path, H).serve_forever()
+"#,
+    )
+    .unwrap();
+}
+
+#[test]
+fn every_command_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(atek(dir.path()).arg("--help"));
+    assert!(out.status.success());
+    for sub in SUBCOMMANDS {
+        assert!(text(&out).contains(sub), "--help lists {sub}");
+        let out = run(atek(dir.path()).args([sub, "--help"]));
+        assert!(out.status.success(), "{sub} --help: {}", text(&out));
+        assert!(text(&out).contains("Usage: atek"), "{sub} --help");
+    }
+}
+
+#[test]
+fn not_running_is_exit_3_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let out = run(atek(dir.path()).arg("ls"));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let msg = text(&out);
+    assert!(msg.contains("Atek is not running"), "{msg}");
+    assert!(msg.contains("atek run --config-dir"), "{msg}");
+}
+
+#[test]
+fn no_token_yet_says_to_run_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(atek(dir.path()).arg("ls"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("no system token yet"), "{}", text(&out));
+}
+
+#[test]
+fn bad_config_stops_the_host_with_the_field_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"port":"eighty"}"#).unwrap();
+    let out = run(atek(dir.path()).arg("run"));
+    assert_eq!(out.status.code(), Some(1));
+    let msg = text(&out);
+    assert!(
+        msg.contains("field `port`") && msg.contains("fix:"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn port_in_use_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    write_config(dir.path(), "");
+    let out = run(atek(dir.path()).args(["run", "--port", &port.to_string()]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("Another program"), "{}", text(&out));
+}
+
+#[test]
+fn manage_a_service_from_the_cli() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cfg");
+    write_config(&dir, "");
+    python_app(&root.path().join("py-app"));
+    let _host = TestHost::start(&dir);
+
+    // A relative path becomes a file:// URL (the original rejected it).
+    let out = run(atek(&dir)
+        .args(["install", "py-app", "-e", "GREETING=hi"])
+        .current_dir(root.path()));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("py-app (active)"), "{}", text(&out));
+
+    let out = run(atek(&dir).args(["ls", "--json"]));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["settings"]["id"], "py-app");
+    assert_eq!(list[0]["status"], "active");
+    assert!(
+        list[0]["settings"]["sourceUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("file:///")
+    );
+
+    let out = run(atek(&dir).args(["stop", "py-app"]));
+    assert!(text(&out).contains("py-app is stopped"), "{}", text(&out));
+    let out = run(atek(&dir).args(["start", "py-app"]));
+    assert!(text(&out).contains("py-app is active"), "{}", text(&out));
+
+    let out = run(atek(&dir).args(["cfg", "py-app"]));
+    assert!(
+        text(&out).contains("GREETING=hi"),
+        "cfg prints settings: {}",
+        text(&out)
+    );
+
+    let out = run(atek(&dir).args(["logs", "py-app", "-n", "50"]));
+    let logs = text(&out);
+    assert!(logs.contains("[out] py app starting"), "{logs}");
+    assert!(logs.contains("[sys] stopped"), "{logs}");
+
+    // The same source again gets the next free id.
+    let out = run(atek(&dir)
+        .args(["install", "--json", "py-app"])
+        .current_dir(root.path()));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["settings"]["id"], "py-app-2", "{}", text(&out));
+
+    let out = run(atek(&dir).args(["uninstall", "py-app-2"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(atek(&dir).args(["get", "py-app-2"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("No service found with the id py-app-2"),
+        "{}",
+        text(&out)
+    );
+}
