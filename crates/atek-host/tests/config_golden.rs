@@ -1,8 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the right failure in a test
-
 //! Golden tests for what a person reads when config.json is wrong: each
 //! `golden/config/NAME.json` must fail with exactly the text of `NAME.txt`.
 //! `UPDATE_GOLDEN=1 cargo test --test config_golden` rewrites the .txt files.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the right failure in a test
 
 use std::path::Path;
 
