@@ -1,13 +1,13 @@
 //! `atek install`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use atek_api::services::InstallOpts;
 
 use super::{connect, hint};
 use crate::output;
+use crate::progress::{Progress, Target};
 
 /// Options of `atek install`.
 #[derive(Debug, clap::Args)]
@@ -80,9 +80,17 @@ pub(crate) async fn run(config_dir: PathBuf, args: Args) -> anyhow::Result<()> {
         config: (!args.env.is_empty()).then(|| args.env.into_iter().collect()),
         ..InstallOpts::default()
     };
-    let spinner = spinner(format!("Installing {}", opts.source_url));
+    let target = match &opts.id {
+        Some(id) => Target::Id(id.clone()),
+        None => Target::Source(opts.source_url.clone()),
+    };
+    let progress = Progress::start(
+        format!("Installing {}", opts.source_url),
+        &config_dir,
+        target,
+    );
     let result = client.services().install(&opts).await;
-    spinner.finish_and_clear();
+    progress.finish();
     let info = result.map_err(|e| hint(e, &config_dir))?;
     if args.json {
         return output::json(&info);
@@ -96,18 +104,6 @@ pub(crate) async fn run(config_dir: PathBuf, args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// A spinner on stderr for long operations (hidden when stderr is not a terminal).
-pub(crate) fn spinner(message: String) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
-        bar.set_style(style);
-    }
-    bar.set_message(message);
-    bar.enable_steady_tick(Duration::from_millis(100));
-    bar
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use super::{connect, hint};
-use crate::commands::install::spinner;
 use crate::output;
+use crate::progress::{Progress, Target};
 
 /// A service id.
 #[derive(Debug, clap::Args)]
@@ -78,9 +78,13 @@ pub(crate) async fn update(config_dir: PathBuf, args: UpdateArgs) -> anyhow::Res
         }
         return Ok(());
     }
-    let bar = spinner(format!("Updating {}", args.id));
+    let progress = Progress::start(
+        format!("Updating {}", args.id),
+        &config_dir,
+        Target::Id(args.id.clone()),
+    );
     let result = services.update_package(&args.id).await;
-    bar.finish_and_clear();
+    progress.finish();
     let result = result.map_err(|e| hint(e, &config_dir))?;
     if args.restart {
         services
