@@ -25,6 +25,7 @@ pub(crate) async fn run(config_dir: PathBuf, args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     eprintln!(
         "Running Atek {} (config dir {})",
