@@ -151,8 +151,16 @@ pub fn error_body(id: &str, error: &RpcError) -> String {
 
 /// Writes a request envelope with positional params (already serialised as a JSON array).
 pub fn request_body(id: u64, method: &str, params_array: &str) -> String {
-    let method = serde_json::to_string(method).unwrap_or_else(|_| "\"\"".to_owned());
-    format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{method},"params":{params_array}}}"#)
+    let mut out = String::with_capacity(64 + method.len() + params_array.len());
+    out.push_str(r#"{"jsonrpc":"2.0","id":"#);
+    out.push_str(itoa::Buffer::new().format(id));
+    out.push_str(r#","method":"#);
+    // A method name is a JSON string; serialising one into a String cannot fail.
+    out.push_str(&serde_json::to_string(method).unwrap_or_default());
+    out.push_str(r#","params":"#);
+    out.push_str(params_array);
+    out.push('}');
+    out
 }
 
 #[cfg(test)]

@@ -68,7 +68,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One event loop on this thread: the host adds one HTTP thread per further CPU itself
+    // (see `httpThreads`), and the other commands wait on one call at a time.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

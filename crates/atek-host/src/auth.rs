@@ -5,7 +5,7 @@
 //! the users issue.)
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use atek_core::{BearerToken, ServiceKey, UserKey};
 
@@ -34,7 +34,7 @@ impl Caller {
 /// The token registry.
 #[derive(Debug, Default)]
 pub struct Auth {
-    tokens: RwLock<HashMap<String, Caller>>,
+    tokens: RwLock<HashMap<String, Arc<Caller>>>,
 }
 
 impl Auth {
@@ -42,7 +42,7 @@ impl Auth {
     pub fn new(system_tokens: &[BearerToken]) -> Self {
         let tokens = system_tokens
             .iter()
-            .map(|t| (t.expose().to_owned(), Caller::system()))
+            .map(|t| (t.expose().to_owned(), Arc::new(Caller::system())))
             .collect();
         Self {
             tokens: RwLock::new(tokens),
@@ -50,7 +50,7 @@ impl Auth {
     }
 
     /// Resolves an `Authorization` header value (`Bearer …`).
-    pub fn resolve_header(&self, header: &str) -> Option<Caller> {
+    pub fn resolve_header(&self, header: &str) -> Option<Arc<Caller>> {
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))?;
@@ -58,7 +58,7 @@ impl Auth {
     }
 
     /// Resolves a bare token.
-    pub fn resolve_token(&self, token: &str) -> Option<Caller> {
+    pub fn resolve_token(&self, token: &str) -> Option<Arc<Caller>> {
         self.tokens
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -71,7 +71,7 @@ impl Auth {
         self.tokens
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(token.expose().to_owned(), caller);
+            .insert(token.expose().to_owned(), Arc::new(caller));
     }
 
     /// Revokes `token` (its process ended).
@@ -92,8 +92,9 @@ mod tests {
         let sys = BearerToken::generate();
         let auth = Auth::new(std::slice::from_ref(&sys));
         assert_eq!(
-            auth.resolve_header(&format!("Bearer {}", sys.expose())),
-            Some(Caller::system())
+            auth.resolve_header(&format!("Bearer {}", sys.expose()))
+                .as_deref(),
+            Some(&Caller::system())
         );
         assert_eq!(auth.resolve_header("Bearer nope"), None);
         assert_eq!(
@@ -109,7 +110,7 @@ mod tests {
             admin: true,
         };
         auth.add(&svc, caller.clone());
-        assert_eq!(auth.resolve_token(svc.expose()), Some(caller));
+        assert_eq!(auth.resolve_token(svc.expose()).as_deref(), Some(&caller));
         auth.remove(&svc);
         assert_eq!(auth.resolve_token(svc.expose()), None);
     }

@@ -27,8 +27,8 @@ pub struct ServiceExport {
     pub id: ServiceId,
     /// Its key.
     pub key: ServiceKey,
-    /// The HTTP path of the export on the service.
-    pub path: String,
+    /// The HTTP path of the export on the service, in origin form (`/_api`).
+    pub path: http::Uri,
     /// How to reach it.
     pub upstream: Upstream,
 }
@@ -101,7 +101,7 @@ mod tests {
         Provider::Service(Arc::new(ServiceExport {
             id: id.parse().unwrap(),
             key: ServiceKey::generate(),
-            path: "/".into(),
+            path: http::Uri::from_static("/"),
             upstream: Upstream::new(Endpoint::Unix("/nonexistent".into())),
         }))
     }

@@ -72,6 +72,9 @@ pub struct Config {
     pub log_files: u32,
     /// The Node.js program for `node` services. Default `node` (found on `PATH`).
     pub node_path: PathBuf,
+    /// How many threads serve HTTP, each its own event loop; 0 (the default) means one per
+    /// CPU.
+    pub http_threads: usize,
 }
 
 /// One entry of `coreServices`.
@@ -112,6 +115,7 @@ impl Default for Config {
             log_max_bytes: 1 << 20,
             log_files: 3,
             node_path: PathBuf::from("node"),
+            http_threads: 0,
         }
     }
 }

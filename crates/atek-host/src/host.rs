@@ -227,13 +227,13 @@ impl Host {
         let router = crate::server::router(state.clone());
         let server = tokio::spawn({
             let cancel = cancel.clone();
-            async move {
-                let serve = axum::serve(listener, router)
-                    .with_graceful_shutdown(cancel.clone().cancelled_owned());
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "HTTP server failed");
-                }
-            }
+            let threads = match state.config.http_threads {
+                0 => std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1),
+                n => n,
+            };
+            async move { crate::server::serve(listener, router, cancel, threads).await }
         });
         write_run_file(&state);
         tracing::info!(url = %format!("http://{}:{port}", state.config.bind_address), "Atek listening");

@@ -33,3 +33,116 @@ async fn fallback(uri: axum::http::Uri) -> impl IntoResponse {
         (StatusCode::OK, json, r#"{"message":"Atek online"}"#)
     }
 }
+
+/// Serves HTTP on `threads` event loops, nginx style: the calling task's runtime is the
+/// first, each other is a thread with a single-threaded runtime of its own, and all accept
+/// from the same listening socket. A connection, and every upstream connection opened for
+/// it, stays on one thread, so no request pays for work stealing or cross-thread wakeups.
+/// Returns once `cancel` fired and every thread drained its connections.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    cancel: tokio_util::sync::CancellationToken,
+    threads: usize,
+) {
+    // Each thread registers its own copy of the socket with its own event loop.
+    let shared = match listener.into_std() {
+        Ok(std) => std,
+        Err(e) => return tracing::error!(error = %e, "cannot take over the listening socket"),
+    };
+    let mut joins = Vec::new();
+    for index in 1..threads.max(1) {
+        let clone = match shared.try_clone() {
+            Ok(clone) => clone,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot share the listening socket; serving on fewer threads");
+                break;
+            }
+        };
+        let router = router.clone();
+        let cancel = cancel.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("atek-http-{index}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return tracing::error!(error = %e, "cannot start an HTTP thread"),
+                };
+                crate::upstream::set_thread_index(index);
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(clone) {
+                        Ok(listener) => accept_loop(listener, router, cancel).await,
+                        Err(e) => tracing::error!(error = %e, "cannot listen on an HTTP thread"),
+                    }
+                });
+            });
+        match spawned {
+            Ok(join) => joins.push(join),
+            Err(e) => tracing::warn!(error = %e, "cannot start an HTTP thread"),
+        }
+    }
+    let listener = match tokio::net::TcpListener::from_std(shared) {
+        Ok(listener) => listener,
+        Err(e) => return tracing::error!(error = %e, "cannot listen"),
+    };
+    accept_loop(listener, router, cancel).await;
+    for join in joins {
+        let _ = tokio::task::spawn_blocking(move || join.join()).await;
+    }
+}
+
+/// Accepts connections until `cancel` fires, then lets open ones finish their current
+/// request. HTTP/1.1 only (what Atek's clients speak), with upgrades for WebSockets, and
+/// `TCP_NODELAY` so a small response is never held back waiting for an ACK.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30));
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = cancel.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let cancel = cancel.clone();
+        connections.spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::trace!(error = %e, "connection ended");
+                    }
+                    return;
+                }
+                _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}

@@ -8,11 +8,18 @@
 pub mod proxy;
 pub mod rpc;
 
-use axum::http::{HeaderMap, header};
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::Caller;
 use crate::host::HostState;
+
+/// The identity headers the host stamps on every forwarded request (reference §3.6).
+pub const AUTH_USER: HeaderName = HeaderName::from_static("atek-auth-user");
+/// See [`AUTH_USER`].
+pub const AUTH_SERVICE: HeaderName = HeaderName::from_static("atek-auth-service");
 
 /// The body of a 401, exactly as the original sent it.
 pub const NOT_AUTHORIZED_BODY: &str = r#"{"error":true,"message":"Not authorized"}"#;
@@ -91,7 +98,7 @@ pub(crate) fn api_param(query: Option<&str>) -> Option<String> {
 }
 
 /// The caller named by the `Authorization` header.
-pub(crate) fn caller_from_headers(host: &HostState, headers: &HeaderMap) -> Option<Caller> {
+pub(crate) fn caller_from_headers(host: &HostState, headers: &HeaderMap) -> Option<Arc<Caller>> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     host.auth.resolve_header(value)
 }

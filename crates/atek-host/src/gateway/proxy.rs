@@ -101,12 +101,12 @@ pub async fn handle(
     };
     let mut sender = handshake.map_err(|e| unreachable(&e))?;
 
-    let mut upstream_req = Request::get(export.path.as_str())
+    let mut upstream_req = Request::get(export.path.clone())
         .header(header::HOST, "localhost")
         .header(header::CONNECTION, "Upgrade")
         .header(header::UPGRADE, "websocket")
-        .header("atek-auth-user", caller.user.as_str())
-        .header("atek-auth-service", caller.service.as_str());
+        .header(super::AUTH_USER, caller.user.as_str())
+        .header(super::AUTH_SERVICE, caller.service.as_str());
     for name in FORWARDED_REQUEST {
         if let Some(value) = req.headers().get(&name) {
             upstream_req = upstream_req.header(name, value);

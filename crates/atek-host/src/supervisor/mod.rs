@@ -602,14 +602,26 @@ impl Actor {
             return;
         };
         let upstream = Upstream::new(endpoint.clone());
-        let entries = manifest.exports.iter().map(|export| {
+        let entries = manifest.exports.iter().filter_map(|export| {
+            let path = match export.path().parse::<http::Uri>() {
+                Ok(path) if path.scheme().is_none() && path.path().starts_with('/') => path,
+                _ => {
+                    let message = format!(
+                        "export {} has an invalid path {:?}; not registered",
+                        export.api,
+                        export.path()
+                    );
+                    self.log.line(Tag::Sys, &message);
+                    return None;
+                }
+            };
             let provider = Provider::Service(Arc::new(ServiceExport {
                 id: self.spec.id.clone(),
                 key: self.spec.key.clone(),
-                path: export.path().to_owned(),
+                path,
                 upstream: upstream.clone(),
             }));
-            (export.api.clone(), export.transport(), provider)
+            Some((export.api.clone(), export.transport(), provider))
         });
         self.shared.broker.register(entries);
     }
