@@ -240,17 +240,15 @@ async fn exchange(
         Ok((parts, bytes))
     };
     tokio::pin!(work);
-    loop {
-        tokio::select! {
-            biased;
-            answer = &mut work => return answer,
-            closed = driver.as_mut() => {
-                // The connection ended; the exchange can still finish from what was read.
-                if let Err(e) = closed {
-                    tracing::trace!(error = %e, "upstream connection ended");
-                }
-                return work.await;
+    tokio::select! {
+        biased;
+        answer = &mut work => answer,
+        closed = driver.as_mut() => {
+            // The connection ended; the exchange can still finish from what was read.
+            if let Err(e) = closed {
+                tracing::trace!(error = %e, "upstream connection ended");
             }
+            work.await
         }
     }
 }
