@@ -18,9 +18,9 @@ import time
 
 ROWS = ("gateway", "direct", "nginx")
 ROW_HELP = {
-    "gateway": "wrk -> atek gateway -> echo app",
-    "direct": "wrk -> echo app",
-    "nginx": "wrk -> nginx (keepalive upstream) -> echo app",
+    "gateway": "wrk -> atek gateway -> echo app ({upstream})",
+    "direct": "wrk -> echo app (tcp)",
+    "nginx": "wrk -> nginx, keepalive upstream -> echo app ({upstream})",
 }
 # Targets: gateway throughput at c=32 at least nginx's; gateway median latency at c=1
 # at most 1.2x nginx's.
@@ -101,6 +101,14 @@ def machine():
     }
 
 
+def upstream_transport():
+    """How the proxies reached the app (BENCH_UPSTREAM, passed in BENCH_META)."""
+    try:
+        return json.loads(os.environ.get("BENCH_META", "{}")).get("upstream", "tcp")
+    except ValueError:
+        return "tcp"
+
+
 def summary(directory, out_path):
     runs = {}
     for name in sorted(os.listdir(directory)):
@@ -118,7 +126,7 @@ def summary(directory, out_path):
         rs = sorted(runs[key], key=lambda r: r["run"])
         rows.append({
             "row": row,
-            "path": ROW_HELP.get(row, row),
+            "path": ROW_HELP.get(row, row).format(upstream=upstream_transport()),
             "connections": conns,
             "threads": threads,
             "runs": rs,
