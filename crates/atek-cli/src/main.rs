@@ -17,9 +17,13 @@ use clap::{Parser, Subcommand};
 /// `atek run` starts the host; the other commands manage a running host through its API,
 /// with the system token from config.json.
 #[derive(Debug, Parser)]
-#[command(name = "atek", version)]
+#[command(
+    name = "atek",
+    version,
+    after_help = "Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 the host is not running, 4 the host refused the token."
+)]
 struct Cli {
-    /// The config dir (config.json, packages, logs, sockets).
+    /// The config dir (config.json, packages, logs, sockets) [default: ~/.atek].
     #[arg(
         long,
         global = true,
