@@ -34,7 +34,7 @@ pub enum ClientError {
     #[error("unexpected answer from the host: {0}")]
     Protocol(String),
     /// The connection failed in another way.
-    #[error("could not talk to the host at {url}: {source}")]
+    #[error("could not talk to the host at {url}")]
     Transport {
         /// The address tried.
         url: String,

@@ -3,9 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // a panic is the right failure in a test
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::path::Path;
+
+use common::{TestHost, atek, run, text, write_config};
 
 const SUBCOMMANDS: [&str; 11] = [
     "run",
@@ -20,75 +22,6 @@ const SUBCOMMANDS: [&str; 11] = [
     "restart",
     "logs",
 ];
-
-fn atek(config_dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atek"));
-    cmd.arg("--config-dir")
-        .arg(config_dir)
-        .env_remove("ATEK_CONFIG_DIR");
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn write_config(dir: &Path, extra: &str) -> String {
-    let token = "ab".repeat(32);
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("config.json"),
-        format!(r#"{{"port":0,"bindAddress":"127.0.0.1","systemAuthTokens":["{token}"],"readyTimeout":"5s"{extra}}}"#),
-    )
-    .unwrap();
-    token
-}
-
-/// A running host, killed on drop.
-struct TestHost {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl TestHost {
-    fn start(dir: &Path) -> Self {
-        let child = atek(dir)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let host = Self {
-            child,
-            dir: dir.to_owned(),
-        };
-        // Ready when `atek ls` succeeds (it goes through the gateway and services-api).
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if dir.join("run.json").exists() && run(atek(dir).arg("ls")).status.success() {
-                return host;
-            }
-            assert!(Instant::now() < deadline, "host did not become ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for TestHost {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = &self.dir;
-    }
-}
 
 /// A service written in Python (exec runtime) that answers HEAD / and GET /.
 fn python_app(dir: &Path) {

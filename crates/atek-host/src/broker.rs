@@ -2,7 +2,8 @@
 //!
 //! An ordered list of registrations; the first match wins (reference §3.3): core services in
 //! config order, then the host's own APIs, then user services in the order they became
-//! ready. A service's registrations go when its process does.
+//! ready. A service's registrations go when its process does; when it comes back they go to
+//! the end of *its rank*, so a crashed core service never loses its API to a user service.
 
 use std::sync::{Arc, RwLock};
 
@@ -42,8 +43,20 @@ pub enum Provider {
     Service(Arc<ServiceExport>),
 }
 
+/// Who wins when two providers register the same API: lower ranks first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rank {
+    /// A core service from config.json.
+    Core,
+    /// The host's own APIs.
+    Host,
+    /// An installed service.
+    User,
+}
+
 #[derive(Debug)]
 struct Registration {
+    rank: Rank,
     api: ApiId,
     transport: Transport,
     provider: Provider,
@@ -61,15 +74,25 @@ impl Broker {
         Self::default()
     }
 
-    /// Appends registrations (they lose to every earlier one for the same API).
-    pub fn register(&self, entries: impl IntoIterator<Item = (ApiId, Transport, Provider)>) {
+    /// Adds registrations after every earlier one of the same or a lower rank (they lose to
+    /// those for the same API, and win over higher ranks).
+    pub fn register(
+        &self,
+        rank: Rank,
+        entries: impl IntoIterator<Item = (ApiId, Transport, Provider)>,
+    ) {
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
         for (api, transport, provider) in entries {
-            table.push(Registration {
-                api,
-                transport,
-                provider,
-            });
+            let at = table.partition_point(|r| r.rank <= rank);
+            table.insert(
+                at,
+                Registration {
+                    rank,
+                    api,
+                    transport,
+                    provider,
+                },
+            );
         }
     }
 
@@ -117,8 +140,8 @@ mod tests {
     fn first_registration_wins_and_unregister_falls_through() {
         let b = Broker::new();
         let api: ApiId = "x.example/api".parse().unwrap();
-        b.register([(api.clone(), Transport::Rpc, export("one"))]);
-        b.register([(api.clone(), Transport::Rpc, export("two"))]);
+        b.register(Rank::User, [(api.clone(), Transport::Rpc, export("one"))]);
+        b.register(Rank::User, [(api.clone(), Transport::Rpc, export("two"))]);
         assert_eq!(
             id_of(b.find("x.example/api", Transport::Rpc)).as_deref(),
             Some("one")
@@ -131,5 +154,23 @@ mod tests {
         );
         b.unregister_service(&"two".parse().unwrap());
         assert!(b.find("x.example/api", Transport::Rpc).is_none());
+    }
+
+    #[test]
+    fn a_core_service_that_comes_back_wins_again() {
+        let b = Broker::new();
+        let api: ApiId = "atek.cloud/adb-api".parse().unwrap();
+        b.register(Rank::Core, [(api.clone(), Transport::Rpc, export("core"))]);
+        b.register(Rank::User, [(api.clone(), Transport::Rpc, export("user"))]);
+        b.unregister_service(&"core".parse().unwrap());
+        assert_eq!(
+            id_of(b.find("atek.cloud/adb-api", Transport::Rpc)).as_deref(),
+            Some("user")
+        );
+        b.register(Rank::Core, [(api.clone(), Transport::Rpc, export("core"))]);
+        assert_eq!(
+            id_of(b.find("atek.cloud/adb-api", Transport::Rpc)).as_deref(),
+            Some("core")
+        );
     }
 }

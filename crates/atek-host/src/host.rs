@@ -295,18 +295,21 @@ async fn boot(state: Arc<HostState>) {
             tracing::error!(index, source = %core.source_url, error = %e, "core service failed to load; continuing without it");
         }
     }
-    state.broker.register([
-        (
-            api("atek.cloud/inspect-api"),
-            Transport::Rpc,
-            Provider::Host(HostApi::Inspect),
-        ),
-        (
-            api("atek.cloud/services-api"),
-            Transport::Rpc,
-            Provider::Host(HostApi::Services),
-        ),
-    ]);
+    state.broker.register(
+        crate::broker::Rank::Host,
+        [
+            (
+                api("atek.cloud/inspect-api"),
+                Transport::Rpc,
+                Provider::Host(HostApi::Inspect),
+            ),
+            (
+                api("atek.cloud/services-api"),
+                Transport::Rpc,
+                Provider::Host(HostApi::Services),
+            ),
+        ],
+    );
     state.ready.store(true, Ordering::Release);
     tracing::info!("ready");
 
@@ -437,6 +440,7 @@ async fn load_core(state: &HostState, core: &crate::config::CoreService) -> Resu
             key,
             owner: UserKey::system(),
             owner_admin: true,
+            core: true,
             dir: package.dir,
             manifest: package.manifest,
             config: core.config.clone(),

@@ -172,6 +172,7 @@ impl HostState {
             key: stored.key.clone(),
             owner: stored.record.owning_user_key.clone(),
             owner_admin: stored.record.owning_user_key.is_system(),
+            core: self.is_core(&stored.record.id),
             dir,
             manifest: stored.record.manifest.clone(),
             config: stored.record.config.clone().unwrap_or_default(),
@@ -273,6 +274,9 @@ impl HostState {
 
     /// Starts a service (and remembers that it should run).
     pub async fn start(&self, id: &str) -> Result<(), ManageError> {
+        // Under the per-id guard, and the record read after taking it, so a concurrent
+        // uninstall, update or rename is either finished or refused, never half-seen.
+        let _guard = self.busy(&self.find(id)?.0.record.id)?;
         let (stored, core) = self.find(id)?;
         let id = stored.record.id.clone();
         if !core {
@@ -287,6 +291,9 @@ impl HostState {
 
     /// Stops a service (it stays stopped across host restarts).
     pub async fn stop(&self, id: &str) -> Result<(), ManageError> {
+        // Under the per-id guard, and the record read after taking it, so a concurrent
+        // uninstall, update or rename is either finished or refused, never half-seen.
+        let _guard = self.busy(&self.find(id)?.0.record.id)?;
         let (stored, core) = self.find(id)?;
         let id = stored.record.id.clone();
         if !core {
@@ -300,6 +307,9 @@ impl HostState {
 
     /// Stops then starts a service, with its latest settings.
     pub async fn restart(&self, id: &str) -> Result<(), ManageError> {
+        // Under the per-id guard, and the record read after taking it, so a concurrent
+        // uninstall, update or rename is either finished or refused, never half-seen.
+        let _guard = self.busy(&self.find(id)?.0.record.id)?;
         let (stored, core) = self.find(id)?;
         let id = stored.record.id.clone();
         if !core {
@@ -368,9 +378,18 @@ impl HostState {
             self.supervisor.remove(&old_id).await?;
         }
         let source = Source::parse(&stored.record.source_url)?;
-        self.installer
+        if let Err(e) = self
+            .installer
             .rename(old_id.as_str(), new_id.as_str(), &source)
-            .await?;
+            .await
+        {
+            // Nothing changed: put the service back as it was.
+            self.supervisor.ensure(self.spec(&stored)?).await;
+            if was_running {
+                self.supervisor.start(&old_id).await?;
+            }
+            return Err(e.into());
+        }
         let updated = self
             .store
             .update(&old_id, |s| {

@@ -46,6 +46,18 @@ struct Conn {
     idle_since: Instant,
 }
 
+impl Conn {
+    /// Polls the idle connection once: a service that closed it (idle timeout,
+    /// `Connection: close`) is noticed here rather than by the next call.
+    fn is_alive(&mut self) -> bool {
+        if self.sender.is_closed() {
+            return false;
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        self.driver.as_mut().poll(&mut cx).is_pending() && !self.sender.is_closed()
+    }
+}
+
 /// Why an exchange with a service failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -123,8 +135,8 @@ impl Upstream {
 
     fn checkout(&self) -> Option<Conn> {
         let mut idle = thread_pool(&self.idle);
-        while let Some(conn) = idle.pop() {
-            if !conn.sender.is_closed() && conn.idle_since.elapsed() < IDLE_TIMEOUT {
+        while let Some(mut conn) = idle.pop() {
+            if conn.idle_since.elapsed() < IDLE_TIMEOUT && conn.is_alive() {
                 return Some(conn);
             }
         }
@@ -132,11 +144,15 @@ impl Upstream {
     }
 
     fn checkin(&self, mut conn: Conn) {
-        if conn.sender.is_closed() {
-            return;
-        }
         conn.idle_since = Instant::now();
         let mut idle = thread_pool(&self.idle);
+        // The stack is used from the top, so stale connections gather at the bottom.
+        while idle
+            .first()
+            .is_some_and(|c| c.idle_since.elapsed() >= IDLE_TIMEOUT)
+        {
+            idle.remove(0);
+        }
         if idle.len() < MAX_IDLE {
             idle.push(conn);
         }
@@ -174,13 +190,16 @@ impl Upstream {
         limit: usize,
     ) -> Result<(http::response::Parts, Bytes), UpstreamError> {
         loop {
-            let (mut conn, fresh) = match self.checkout() {
+            let (conn, fresh) = match self.checkout() {
                 Some(conn) => (conn, false),
                 None => (self.connect().await?, true),
             };
-            match exchange(&mut conn, req, limit).await {
+            let (answer, conn) = exchange(conn, req, limit).await;
+            match answer {
                 Ok(answer) => {
-                    self.checkin(conn);
+                    if let Some(conn) = conn {
+                        self.checkin(conn);
+                    }
                     return Ok(answer);
                 }
                 Err(Retry::Unsent(back, _)) if !fresh => req = *back,
@@ -209,48 +228,75 @@ enum Retry {
     Failed(UpstreamError),
 }
 
-/// One request and its whole answer on `conn`, driving the connection meanwhile.
+type Answer = (http::response::Parts, Bytes);
+
+/// One request and its whole answer on `conn`, driving the connection meanwhile. Gives the
+/// connection back when it can carry another request.
 async fn exchange(
-    conn: &mut Conn,
+    conn: Conn,
     req: Request<Full<Bytes>>,
     limit: usize,
-) -> Result<(http::response::Parts, Bytes), Retry> {
-    let Conn { sender, driver, .. } = conn;
-    let work = async {
-        std::future::poll_fn(|cx| sender.poll_ready(cx))
-            .await
-            .map_err(|e| Retry::Failed(UpstreamError::Http(e)))?;
-        let resp = match sender.try_send_request(req).await {
-            Ok(resp) => resp,
-            Err(mut e) => {
-                let unsent = e.take_message();
-                let error = e.into_error();
-                return Err(match unsent {
-                    Some(req) => Retry::Unsent(Box::new(req), error),
-                    None => Retry::Failed(UpstreamError::Http(error)),
-                });
-            }
-        };
-        let (parts, body) = resp.into_parts();
-        let bytes = Limited::new(body, limit)
-            .collect()
-            .await
-            .map_err(|_| Retry::Failed(UpstreamError::Body { limit }))?
-            .to_bytes();
-        Ok((parts, bytes))
-    };
-    tokio::pin!(work);
-    tokio::select! {
+) -> (Result<Answer, Retry>, Option<Conn>) {
+    let Conn {
+        mut sender,
+        mut driver,
+        idle_since,
+    } = conn;
+    let mut work = Box::pin(send_and_read(&mut sender, req, limit));
+    let first = tokio::select! {
         biased;
-        answer = &mut work => answer,
-        closed = driver.as_mut() => {
-            // The connection ended; the exchange can still finish from what was read.
+        answer = &mut work => Ok(answer),
+        closed = driver.as_mut() => Err(closed),
+    };
+    match first {
+        Ok(answer) => {
+            drop(work);
+            let conn = Conn {
+                sender,
+                driver,
+                idle_since,
+            };
+            (answer, Some(conn))
+        }
+        Err(closed) => {
             if let Err(e) = closed {
                 tracing::trace!(error = %e, "upstream connection ended");
             }
-            work.await
+            // The connection ended (the service closed an idle keep-alive connection, say).
+            // Dropping its driver makes hyper hand back a request it never sent, so the
+            // caller can send it on a new connection; an answer already read still arrives.
+            drop(driver);
+            (work.await, None)
         }
     }
+}
+
+async fn send_and_read(
+    sender: &mut http1::SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+    limit: usize,
+) -> Result<Answer, Retry> {
+    std::future::poll_fn(|cx| sender.poll_ready(cx))
+        .await
+        .map_err(|e| Retry::Failed(UpstreamError::Http(e)))?;
+    let resp = match sender.try_send_request(req).await {
+        Ok(resp) => resp,
+        Err(mut e) => {
+            let unsent = e.take_message();
+            let error = e.into_error();
+            return Err(match unsent {
+                Some(req) => Retry::Unsent(Box::new(req), error),
+                None => Retry::Failed(UpstreamError::Http(error)),
+            });
+        }
+    };
+    let (parts, body) = resp.into_parts();
+    let bytes = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|_| Retry::Failed(UpstreamError::Body { limit }))?
+        .to_bytes();
+    Ok((parts, bytes))
 }
 
 /// A single connection to a service.
@@ -284,5 +330,103 @@ pub async fn probe_head(endpoint: &Endpoint) -> Option<http::StatusCode> {
     match endpoint {
         Endpoint::Unix(p) => over(tokio::net::UnixStream::connect(p).await.ok()?).await,
         Endpoint::Tcp(a) => over(tokio::net::TcpStream::connect(a).await.ok()?).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers one request per connection with a keep-alive response, then
+    /// closes the connection after `linger` (what Node does to idle connections after 5 s).
+    async fn closing_server(path: PathBuf, linger: Duration) {
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    return;
+                }
+                let body = r#"{"jsonrpc":"2.0","id":1,"result":true}"#;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                stream.write_all(head.as_bytes()).await.unwrap();
+                stream.write_all(body.as_bytes()).await.unwrap();
+                tokio::time::sleep(linger).await;
+            });
+        }
+    }
+
+    fn request() -> Request<Full<Bytes>> {
+        Request::post("/rpc")
+            .header(http::header::HOST, "localhost")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_service_closed_is_replaced_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        tokio::spawn(closing_server(path.clone(), Duration::from_millis(20)));
+        while !path.exists() {
+            tokio::task::yield_now().await;
+        }
+        let upstream = Upstream::new(Endpoint::Unix(path));
+        let (_, body) = upstream.call(request(), 1 << 20).await.unwrap();
+        assert!(body.starts_with(b"{\"jsonrpc\""));
+        // Let the server close the now idle connection.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let second =
+            tokio::time::timeout(Duration::from_secs(5), upstream.call(request(), 1 << 20))
+                .await
+                .expect("the call must not wait on a closed connection");
+        assert!(second.is_ok(), "{second:?}");
+    }
+
+    /// A keep-alive server answering every request on a connection; counts connections.
+    async fn keep_alive_server(path: PathBuf, accepted: Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                // Each test request arrives in one read (small, and sent only after the
+                // previous answer).
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let body = "{}";
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    if stream
+                        .write_all(format!("{head}{body}").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn sequential_calls_reuse_one_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(keep_alive_server(path.clone(), accepted.clone()));
+        while !path.exists() {
+            tokio::task::yield_now().await;
+        }
+        let upstream = Upstream::new(Endpoint::Unix(path));
+        for _ in 0..5 {
+            upstream.call(request(), 1 << 20).await.unwrap();
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

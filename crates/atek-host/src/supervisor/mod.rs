@@ -26,7 +26,7 @@ pub use logs::{REDACTED, ServiceLog, Tag};
 pub use process::{SpawnError, describe_exit};
 
 use crate::auth::{Auth, Caller};
-use crate::broker::{Broker, Provider, ServiceExport};
+use crate::broker::{Broker, Provider, Rank, ServiceExport};
 use crate::paths::Paths;
 use crate::upstream::{Endpoint, Upstream, probe_head};
 
@@ -71,6 +71,8 @@ pub struct ServiceSpec {
     pub owner: UserKey,
     /// Whether the owner is an admin (then so is the service's token).
     pub owner_admin: bool,
+    /// A core service: its exports win over installed services' (see [`Rank`]).
+    pub core: bool,
     /// The package folder.
     pub dir: PathBuf,
     /// The manifest.
@@ -140,6 +142,10 @@ struct Shared {
     broker: Arc<Broker>,
     auth: Arc<Auth>,
     tasks: TaskTracker,
+    /// The runtime the supervisor was made on: every actor runs there, whichever thread
+    /// asked for the start, so services are forked by (and die with) the host's main thread
+    /// and outlive no HTTP thread's shutdown.
+    runtime: tokio::runtime::Handle,
 }
 
 /// The handle to every service's actor.
@@ -155,7 +161,8 @@ impl std::fmt::Debug for Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor with no services.
+    /// A supervisor with no services. Must be called within the runtime its actors are to
+    /// run on.
     pub fn new(cfg: SupervisorConfig, paths: Paths, broker: Arc<Broker>, auth: Arc<Auth>) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -164,6 +171,7 @@ impl Supervisor {
                 broker,
                 auth,
                 tasks: TaskTracker::new(),
+                runtime: tokio::runtime::Handle::current(),
             }),
             slots: Mutex::new(HashMap::new()),
         }
@@ -203,7 +211,9 @@ impl Supervisor {
             port: None,
             waiters: Vec::new(),
         };
-        self.shared.tasks.spawn(actor.run());
+        self.shared
+            .tasks
+            .spawn_on(actor.run(), &self.shared.runtime);
         self.slots().insert(
             spec.id,
             Slot {
@@ -282,6 +292,39 @@ enum Outcome {
 enum Interrupt {
     /// Stop now; acknowledge with this (None when the supervisor itself is gone).
     Stop(Option<oneshot::Sender<()>>),
+}
+
+/// What one round of readiness probes found.
+enum Probe {
+    /// This endpoint answered `HEAD /` with 200-400.
+    Ready(Endpoint),
+    /// Something answered, with another status.
+    Answered(http::StatusCode),
+    /// Nothing answered.
+    Nothing,
+}
+
+/// Probes the socket, then the TCP port, but the port only while the service has made no
+/// socket: a port is released for the service to take, so another program could in theory
+/// hold it, while the socket is in the host's private folder.
+async fn probe_candidates(candidates: &[Endpoint; 2]) -> Probe {
+    let mut answered = None;
+    for endpoint in candidates {
+        if let Endpoint::Tcp(_) = endpoint
+            && let Endpoint::Unix(socket) = &candidates[0]
+            && socket.exists()
+        {
+            continue;
+        }
+        match probe_head(endpoint).await {
+            Some(status) if (200..=400).contains(&status.as_u16()) => {
+                return Probe::Ready(endpoint.clone());
+            }
+            Some(status) => answered = Some(status),
+            None => {}
+        }
+    }
+    answered.map_or(Probe::Nothing, Probe::Answered)
 }
 
 struct Actor {
@@ -397,6 +440,9 @@ impl Actor {
                 s.restarts += 1;
                 s.pid = None;
             });
+            // Whoever waits for this start learns now that it crashed and is being retried,
+            // rather than waiting for an outcome that may never come.
+            self.notify_waiters();
             let sleep = tokio::time::sleep(delay);
             tokio::pin!(sleep);
             loop {
@@ -455,9 +501,19 @@ impl Actor {
         secrets.push(token.clone());
         self.log.set_secrets(secrets);
 
+        // Admitted before the process exists, so its first call is never refused.
+        let caller = Caller {
+            user: self.spec.owner.clone(),
+            service: self.spec.key.clone(),
+            admin: self.spec.owner_admin,
+        };
+        self.shared.auth.add(&token, caller);
         let mut child = match launch.spawn() {
             Ok(child) => child,
-            Err(e) => return Outcome::Failed(e.to_string()),
+            Err(e) => {
+                self.shared.auth.remove(&token);
+                return Outcome::Failed(e.to_string());
+            }
         };
         let pid = child.id();
         if let Ok((program, args)) = launch.argv() {
@@ -486,13 +542,10 @@ impl Actor {
             s.pid = pid;
             s.port = Some(port);
         });
-        let caller = Caller {
-            user: self.spec.owner.clone(),
-            service: self.spec.key.clone(),
-            admin: self.spec.owner_admin,
-        };
-        self.shared.auth.add(&token, caller);
+        let pgid = process::group_of(pid);
         let outcome = self.watch(&mut child, socket, port).await;
+        // Whatever the service started in its process group goes with it, crash or stop.
+        process::kill_group(pgid);
         self.shared.auth.remove(&token);
         self.shared.broker.unregister_service(&id);
         outcome
@@ -514,19 +567,10 @@ impl Actor {
         ];
         let mut last_answer: Option<http::StatusCode> = None;
         let mut pause = Duration::from_millis(5);
-        let endpoint = 'ready: loop {
-            for endpoint in &candidates {
-                match probe_head(endpoint).await {
-                    Some(status) if (200..=400).contains(&status.as_u16()) => {
-                        break 'ready endpoint.clone();
-                    }
-                    Some(status) => last_answer = Some(status),
-                    None => {}
-                }
-            }
-            if Instant::now() >= deadline {
-                let grace = cfg.stop_timeout;
-                process::terminate(child, grace).await;
+        let endpoint = loop {
+            let now = Instant::now();
+            if now >= deadline {
+                process::terminate(child, cfg.stop_timeout).await;
                 let answer = match last_answer {
                     Some(s) => format!("it answered HEAD / with {s}"),
                     None => "nothing answered HEAD / on its socket or port".to_owned(),
@@ -536,6 +580,13 @@ impl Actor {
                     humantime::format_duration(cfg.ready_timeout)
                 ));
             }
+            // One probe never waits longer than a second nor past the deadline: a service
+            // that accepts connections and never answers must not stall its supervisor.
+            let patience = (deadline - now).min(Duration::from_secs(1));
+            let probe = async {
+                tokio::time::sleep(pause).await;
+                tokio::time::timeout(patience, probe_candidates(&candidates)).await
+            };
             tokio::select! {
                 status = child.wait() => {
                     let exit = status.map(describe_exit).unwrap_or_else(|e| e.to_string());
@@ -548,7 +599,11 @@ impl Actor {
                         return self.stop_now(child, done).await;
                     }
                 }
-                _ = tokio::time::sleep(pause) => {}
+                probed = probe => match probed {
+                    Ok(Probe::Ready(endpoint)) => break endpoint,
+                    Ok(Probe::Answered(status)) => last_answer = Some(status),
+                    Ok(Probe::Nothing) | Err(_) => {}
+                },
             }
             pause = (pause * 2).min(Duration::from_millis(100));
         };
@@ -623,6 +678,11 @@ impl Actor {
             }));
             Some((export.api.clone(), export.transport(), provider))
         });
-        self.shared.broker.register(entries);
+        let rank = if self.spec.core {
+            Rank::Core
+        } else {
+            Rank::User
+        };
+        self.shared.broker.register(rank, entries);
     }
 }

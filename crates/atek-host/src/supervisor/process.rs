@@ -187,26 +187,40 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
-/// Stops a process group: SIGTERM, then SIGKILL after `grace`. Returns how it ended.
+/// Stops a process group: SIGTERM to the whole group, then SIGKILL to the group once the
+/// main process has exited or after `grace`. Returns how the main process ended.
 pub(crate) async fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    // Read before waiting: tokio forgets the id once the child is reaped.
+    let pgid = group_of(child.id());
     if let Ok(Some(status)) = child.try_wait() {
+        kill_group(pgid);
         return Some(status);
     }
-    let pgid = child
-        .id()
-        .and_then(|id| rustix::process::Pid::from_raw(id as i32));
     if let Some(pgid) = pgid {
         let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::TERM);
     }
-    match tokio::time::timeout(grace, child.wait()).await {
+    let status = match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => status.ok(),
         Err(_) => {
-            if let Some(pgid) = pgid {
-                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-            }
+            kill_group(pgid);
             let _ = child.start_kill();
             child.wait().await.ok()
         }
+    };
+    // What the main process left behind in its group does not outlive it.
+    kill_group(pgid);
+    status
+}
+
+/// The process group a child leads (it leads its own, see `Launch::spawn`), from its pid.
+pub(crate) fn group_of(pid: Option<u32>) -> Option<rustix::process::Pid> {
+    pid.and_then(|id| rustix::process::Pid::from_raw(i32::try_from(id).ok()?))
+}
+
+/// SIGKILL to a whole process group; nothing if it is gone.
+pub(crate) fn kill_group(pgid: Option<rustix::process::Pid>) {
+    if let Some(pgid) = pgid {
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
     }
 }
 

@@ -1,0 +1,113 @@
+//! Helpers shared by the black-box tests: the built `atek` binary, config dirs, a host
+//! process that is killed when dropped.
+
+#![allow(dead_code, clippy::unwrap_used)] // each test file uses some; panics are the failure
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) fn atek(config_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atek"));
+    cmd.arg("--config-dir")
+        .arg(config_dir)
+        .env_remove("ATEK_CONFIG_DIR");
+    cmd
+}
+
+pub(crate) fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+pub(crate) fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub(crate) fn write_config(dir: &Path, extra: &str) -> String {
+    let token = "ab".repeat(32);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), {
+        // A default readiness deadline, unless the test sets its own.
+        let ready = if extra.contains("readyTimeout") {
+            ""
+        } else {
+            r#","readyTimeout":"5s""#
+        };
+        format!(
+            r#"{{"port":0,"bindAddress":"127.0.0.1","systemAuthTokens":["{token}"]{ready}{extra}}}"#
+        )
+    })
+    .unwrap();
+    token
+}
+
+/// A running host, killed on drop.
+pub(crate) struct TestHost {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl TestHost {
+    pub(crate) fn start(dir: &Path) -> Self {
+        let child = atek(dir)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let host = Self {
+            child,
+            dir: dir.to_owned(),
+        };
+        // Ready when `atek ls` succeeds (it goes through the gateway and services-api).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if dir.join("run.json").exists() && run(atek(dir).arg("ls")).status.success() {
+                return host;
+            }
+            assert!(Instant::now() < deadline, "host did not become ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl TestHost {
+    /// Sends SIGTERM and waits up to `limit` for the host to exit; true if it did.
+    pub(crate) fn terminate(&mut self, limit: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        wait_until(limit, || matches!(self.child.try_wait(), Ok(Some(_))))
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `limit` passes.
+pub(crate) fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}
+
+/// True while a process with this pid exists (and is not a zombie).
+pub(crate) fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
