@@ -37,6 +37,21 @@ struct Collected {
     tail: VecDeque<String>,
 }
 
+/// Kills a process group when dropped.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let pgid = self
+            .0
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pgid) = pgid {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 /// Runs `cmd` to the end. Each output line goes to `observer`; stdout is kept whole only when
 /// `capture_stdout` is set (for commands whose output is data, like `git tag --list`).
 pub(crate) async fn run(
@@ -50,9 +65,13 @@ pub(crate) async fn run(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     let spawn_err = |source| InstallError::Spawn { program, source };
     let mut child = cmd.spawn().map_err(spawn_err)?;
+    // `npm run build` starts its own children; when the install ends, or is cancelled (the
+    // host shutting down), the whole group goes, not just npm.
+    let _group = GroupGuard(child.id());
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         // Cannot happen: both were set to piped above.
         return Err(spawn_err(std::io::Error::other("output pipes missing")));
