@@ -210,3 +210,56 @@ fn a_child_that_ignores_sigterm_and_holds_stdout_cannot_hold_up_shutdown() {
         "the stubborn child survived the host"
     );
 }
+
+#[test]
+fn a_crash_loop_ends_failed_with_the_count_and_the_last_exit() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cfg");
+    write_config(
+        &dir,
+        r#","restartDelay":"50ms","crashLoopLimit":3,"crashLoopWindow":"60s""#,
+    );
+    python_service(&root.path().join("svc"));
+    let _host = TestHost::start(&dir);
+
+    install(&dir, root.path(), "loopy", &[("MODE", "crash-early")]);
+    let mut last = serde_json::Value::Null;
+    let failed = wait_until(Duration::from_secs(20), || {
+        let out = run(atek(&dir).args(["get", "--json", "loopy"]));
+        last = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        last["status"] == "failed"
+    });
+    assert!(failed, "never failed: {last}");
+    let reason = last["statusReason"].as_str().unwrap();
+    assert!(
+        reason.contains("crashed 3 times within 1m") && reason.contains("exit code 3"),
+        "{reason}"
+    );
+    assert_eq!(last["lastExit"], "exit code 3");
+}
+
+#[test]
+fn a_core_service_that_cannot_load_is_listed_failed_and_the_host_still_serves() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cfg");
+    let missing = root.path().join("not-there");
+    let extra = format!(
+        r#","coreServices":[{{"id":"core.gone","sourceUrl":"file://{}"}}]"#,
+        missing.display()
+    );
+    write_config(&dir, &extra);
+    // Start waits until services-api answers through the gateway: the host is ready.
+    let _host = TestHost::start(&dir);
+
+    let out = run(atek(&dir).args(["ls", "--json"]));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gone = &list[0];
+    assert_eq!(gone["settings"]["id"], "core.gone", "{list}");
+    assert_eq!(gone["status"], "failed", "{list}");
+    assert_eq!(gone["core"], true);
+    let reason = gone["statusReason"].as_str().unwrap();
+    assert!(
+        reason.contains("not-there"),
+        "the reason names the folder: {reason}"
+    );
+}

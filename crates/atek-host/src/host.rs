@@ -114,6 +114,9 @@ pub struct HostState {
     pub installer: Installer,
     /// Core services' records.
     pub(crate) core: RwLock<Vec<StoredService>>,
+    /// Core services that could not be loaded (install or manifest errors), with the reason:
+    /// listed as failed rather than missing.
+    pub(crate) core_failures: RwLock<std::collections::HashMap<ServiceId, String>>,
     /// Ids under an operation.
     pub(crate) busy: BusyIds,
     /// The host's own JSON-RPC id counter for forwarded calls.
@@ -218,6 +221,7 @@ impl Host {
             supervisor,
             installer,
             core: RwLock::new(Vec::new()),
+            core_failures: RwLock::new(std::collections::HashMap::new()),
             busy: BusyIds::default(),
             next_rpc_id: AtomicU64::new(1),
             ready: AtomicBool::new(false),
@@ -291,8 +295,16 @@ fn write_run_file(state: &HostState) {
 /// Steps 4-6 of start-up.
 async fn boot(state: Arc<HostState>) {
     for (index, core) in state.config.core_services.iter().enumerate() {
-        if let Err(e) = load_core(&state, core).await {
-            tracing::error!(index, source = %core.source_url, error = %e, "core service failed to load; continuing without it");
+        let id = match core_id(core) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(index, source = %core.source_url, error = %e, "core service has no usable id; skipped");
+                continue;
+            }
+        };
+        if let Err(e) = load_core(&state, core, &id).await {
+            tracing::error!(service = %id, source = %core.source_url, error = %e, "core service failed to load; continuing without it");
+            record_core_failure(&state, core, &id, e);
         }
     }
     state.broker.register(
@@ -347,15 +359,72 @@ fn api(id: &'static str) -> ApiId {
         .unwrap_or_else(|_| unreachable!("host API ids are valid"))
 }
 
-/// Installs (when needed) and starts one core service; it is owned by `system`.
-async fn load_core(state: &HostState, core: &crate::config::CoreService) -> Result<(), String> {
-    let source = Source::parse(&core.source_url).map_err(|e| e.to_string())?;
-    let id: ServiceId = match &core.id {
-        Some(id) => id.parse().map_err(|e: atek_core::IdError| e.to_string())?,
-        None => format!("core.{}", source.default_id())
-            .parse()
-            .map_err(|e: atek_core::IdError| e.to_string())?,
+/// A core service's id: configured, or `core.{name of the source}`.
+fn core_id(core: &crate::config::CoreService) -> Result<ServiceId, String> {
+    match &core.id {
+        Some(id) => id.parse().map_err(|e: atek_core::IdError| e.to_string()),
+        None => {
+            let source = Source::parse(&core.source_url).map_err(|e| e.to_string())?;
+            format!("core.{}", source.default_id())
+                .parse()
+                .map_err(|e: atek_core::IdError| e.to_string())
+        }
+    }
+}
+
+/// Lists a core service that could not be loaded as failed, with why.
+fn record_core_failure(
+    state: &HostState,
+    core: &crate::config::CoreService,
+    id: &ServiceId,
+    reason: String,
+) {
+    state
+        .core_failures
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone(), reason);
+    if state.is_core(id) {
+        return;
+    }
+    let Ok(key) = state.store.core_key(id) else {
+        return;
     };
+    let source_type = Source::parse(&core.source_url)
+        .map(|s| s.source_type())
+        .unwrap_or(atek_api::services::SourceType::File);
+    let stored = StoredService {
+        key,
+        record: atek_api::services::ServiceRecord {
+            id: id.clone(),
+            owning_user_key: UserKey::system(),
+            source_url: core.source_url.clone(),
+            desired_version: core.desired_version.clone(),
+            package: atek_api::services::PackageInfo {
+                source_type,
+                installed_version: None,
+                title: None,
+            },
+            manifest: None,
+            config: Some(core.config.clone()).filter(|c| !c.is_empty()),
+        },
+        stopped: false,
+    };
+    state
+        .core
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(stored);
+}
+
+/// Installs (when needed) and starts one core service; it is owned by `system`.
+async fn load_core(
+    state: &HostState,
+    core: &crate::config::CoreService,
+    id: &ServiceId,
+) -> Result<(), String> {
+    let source = Source::parse(&core.source_url).map_err(|e| e.to_string())?;
+    let id = id.clone();
     let log = {
         let log = crate::supervisor::ServiceLog::new(
             state.paths.log(&id),

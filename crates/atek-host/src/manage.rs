@@ -16,7 +16,7 @@ use atek_core::{ServiceId, ServiceKey, UserKey};
 use crate::host::HostState;
 use crate::installer::{InstallObserver, Source};
 use crate::store::StoredService;
-use crate::supervisor::{ServiceLog, ServiceSpec, Tag};
+use crate::supervisor::{RunState, ServiceLog, ServiceSpec, Tag};
 
 /// Errors of management operations, worded for the person who asked.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +136,23 @@ impl HostState {
 
     /// The info services-api shows.
     pub fn info(&self, stored: &StoredService, core: bool) -> ServiceInfo {
-        let state = self.supervisor.state(&stored.record.id).unwrap_or_default();
+        let id = &stored.record.id;
+        let state = self.supervisor.state(id).unwrap_or_else(|| {
+            let failure = self
+                .core_failures
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+                .cloned();
+            match failure {
+                Some(reason) => RunState {
+                    status: ServiceStatus::Failed,
+                    reason: Some(reason),
+                    ..RunState::default()
+                },
+                None => RunState::default(),
+            }
+        });
         ServiceInfo {
             status: state.status,
             key: stored.key.clone(),
