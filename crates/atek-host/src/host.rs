@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use atek_api::services::{InstallOpts, Transport};
+use atek_api::services::Transport;
 use atek_core::{ApiId, ServiceId, UserKey};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -393,7 +393,20 @@ fn record_core_failure(
     let source_type = Source::parse(&core.source_url)
         .map(|s| s.source_type())
         .unwrap_or(atek_api::services::SourceType::File);
-    let stored = StoredService {
+    push_core(state, core_record(core, id, key, source_type, None));
+}
+
+/// The record of a core service as services-api shows it (core services live in memory,
+/// rebuilt from config.json at each start).
+fn core_record(
+    core: &crate::config::CoreService,
+    id: &ServiceId,
+    key: atek_core::ServiceKey,
+    source_type: atek_api::services::SourceType,
+    package: Option<&crate::installer::Package>,
+) -> StoredService {
+    let manifest = package.and_then(|p| p.manifest.clone());
+    StoredService {
         key,
         record: atek_api::services::ServiceRecord {
             id: id.clone(),
@@ -402,14 +415,17 @@ fn record_core_failure(
             desired_version: core.desired_version.clone(),
             package: atek_api::services::PackageInfo {
                 source_type,
-                installed_version: None,
-                title: None,
+                installed_version: package.and_then(|p| p.installed_version.clone()),
+                title: manifest.as_ref().and_then(|m| m.name.clone()),
             },
-            manifest: None,
+            manifest,
             config: Some(core.config.clone()).filter(|c| !c.is_empty()),
         },
         stopped: false,
-    };
+    }
+}
+
+fn push_core(state: &HostState, stored: StoredService) {
     state
         .core
         .write()
@@ -473,35 +489,10 @@ async fn load_core(
             .map_err(|e| e.to_string())?,
     };
     let key = state.store.core_key(&id).map_err(|e| e.to_string())?;
-    let opts = InstallOpts {
-        source_url: core.source_url.clone(),
-        id: Some(id.to_string()),
-        desired_version: core.desired_version.clone(),
-        config: Some(core.config.clone()).filter(|c| !c.is_empty()),
-        ..InstallOpts::default()
-    };
-    let stored = StoredService {
-        key: key.clone(),
-        record: atek_api::services::ServiceRecord {
-            id: id.clone(),
-            owning_user_key: UserKey::system(),
-            source_url: opts.source_url,
-            desired_version: opts.desired_version,
-            package: atek_api::services::PackageInfo {
-                source_type: package.source_type,
-                installed_version: package.installed_version.clone(),
-                title: package.manifest.as_ref().and_then(|m| m.name.clone()),
-            },
-            manifest: package.manifest.clone(),
-            config: opts.config,
-        },
-        stopped: false,
-    };
-    state
-        .core
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(stored);
+    push_core(
+        state,
+        core_record(core, &id, key.clone(), package.source_type, Some(&package)),
+    );
     state
         .supervisor
         .ensure(ServiceSpec {
