@@ -219,6 +219,18 @@ describe('gateway', () => {
         { jsonrpc: '2.0', id: 11, error: { code: -32003, message: 'boom' } }
       ])
     })
+
+    test('a batch of more than 100 calls is refused whole, with the limit named', async () => {
+      const calls = (n) => Array.from({ length: n }, (_, i) => ({ jsonrpc: '2.0', id: i, method: 'echo', params: [i] }))
+      const ok = await host.rawCall('test.example/echo', calls(100))
+      assert.equal(ok.status, 200)
+      assert.equal(ok.json.length, 100)
+      const r = await host.rawCall('test.example/echo', calls(101))
+      assert.equal(r.status, 200)
+      assert.equal(r.json.id, null)
+      assert.equal(r.json.error.code, -32600)
+      assert.match(r.json.error.message, /101 calls is over the limit of 100/)
+    })
   })
 
   describe('routing', () => {

@@ -23,6 +23,10 @@ use crate::broker::{Provider, ServiceExport};
 use crate::host::HostState;
 use crate::upstream::UpstreamError;
 
+/// The most calls one batch may carry: they run at once, so a large body of tiny calls must
+/// not become tens of thousands of concurrent requests to services.
+const MAX_BATCH: usize = 100;
+
 /// Methods anyone may call without credentials (reference §3.2).
 const ANONYMOUS: [(&str, &str); 2] = [
     ("atek.cloud/user-sessions-api", "whoami"),
@@ -50,7 +54,13 @@ pub async fn handle(
     let bytes = Limited::new(body, limit)
         .collect()
         .await
-        .map_err(|_| GatewayError::TooLarge { limit })?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                GatewayError::TooLarge { limit }
+            } else {
+                GatewayError::BadRequest(format!("the request body could not be read: {e}"))
+            }
+        })?
         .to_bytes();
 
     let text = std::str::from_utf8(&bytes).map_err(|_| GatewayError::NotJson)?;
@@ -68,6 +78,16 @@ pub async fn handle(
         }
         if requests.is_empty() {
             return Ok(json_ok(invalid_request()));
+        }
+        if requests.len() > MAX_BATCH {
+            let error = RpcError::new(
+                codes::INVALID_REQUEST,
+                format!(
+                    "a batch of {} calls is over the limit of {MAX_BATCH}; split it",
+                    requests.len()
+                ),
+            );
+            return Ok(json_ok(jsonrpc::error_body("null", &error)));
         }
         let answers = futures_util::future::join_all(requests.iter().map(|r| async {
             match r {
