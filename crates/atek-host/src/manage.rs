@@ -288,16 +288,24 @@ impl HostState {
         Ok(())
     }
 
+    /// Takes the per-id guard, then reads the record (so a concurrent uninstall, update or
+    /// rename is either finished or refused, never half-seen), and records whether a person
+    /// wants the service stopped, which lasts across host restarts (core services excepted:
+    /// config.json decides those).
+    fn hold(&self, id: &str, stopped: bool) -> Result<(BusyGuard<'_>, StoredService), ManageError> {
+        let guard = self.busy(&self.find(id)?.0.record.id)?;
+        let (stored, core) = self.find(id)?;
+        if !core {
+            self.store
+                .update(&stored.record.id, |s| s.stopped = stopped)?;
+        }
+        Ok((guard, stored))
+    }
+
     /// Starts a service (and remembers that it should run).
     pub async fn start(&self, id: &str) -> Result<(), ManageError> {
-        // Under the per-id guard, and the record read after taking it, so a concurrent
-        // uninstall, update or rename is either finished or refused, never half-seen.
-        let _guard = self.busy(&self.find(id)?.0.record.id)?;
-        let (stored, core) = self.find(id)?;
+        let (_guard, stored) = self.hold(id, false)?;
         let id = stored.record.id.clone();
-        if !core {
-            self.store.update(&id, |s| s.stopped = false)?;
-        }
         if self.supervisor.state(&id).is_none() {
             self.supervisor.ensure(self.spec(&stored)?).await;
         }
@@ -307,14 +315,8 @@ impl HostState {
 
     /// Stops a service (it stays stopped across host restarts).
     pub async fn stop(&self, id: &str) -> Result<(), ManageError> {
-        // Under the per-id guard, and the record read after taking it, so a concurrent
-        // uninstall, update or rename is either finished or refused, never half-seen.
-        let _guard = self.busy(&self.find(id)?.0.record.id)?;
-        let (stored, core) = self.find(id)?;
+        let (_guard, stored) = self.hold(id, true)?;
         let id = stored.record.id.clone();
-        if !core {
-            self.store.update(&id, |s| s.stopped = true)?;
-        }
         if self.supervisor.state(&id).is_some() {
             self.supervisor.stop(&id).await?;
         }
@@ -323,14 +325,8 @@ impl HostState {
 
     /// Stops then starts a service, with its latest settings.
     pub async fn restart(&self, id: &str) -> Result<(), ManageError> {
-        // Under the per-id guard, and the record read after taking it, so a concurrent
-        // uninstall, update or rename is either finished or refused, never half-seen.
-        let _guard = self.busy(&self.find(id)?.0.record.id)?;
-        let (stored, core) = self.find(id)?;
+        let (_guard, stored) = self.hold(id, false)?;
         let id = stored.record.id.clone();
-        if !core {
-            self.store.update(&id, |s| s.stopped = false)?;
-        }
         self.supervisor.ensure(self.spec(&stored)?).await;
         self.supervisor.restart(&id).await?;
         Ok(())
