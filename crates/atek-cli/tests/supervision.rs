@@ -17,7 +17,8 @@ use common::{TestHost, alive, atek, run, text, wait_until, write_config};
 /// - `crash-early`: exits with code 3 after 200 ms, before answering anything;
 /// - `child`: starts `sleep 300` in its process group, writes its pid to `CHILD_PID_FILE`,
 ///   serves, and exits with code 1 when `CRASH_FILE` appears;
-/// - `stubborn`: like `child`, but the child ignores SIGTERM and holds stdout open.
+/// - `stubborn`: like `child`, but the child ignores SIGTERM and holds stdout open;
+/// - `graceful`: serves, and on SIGTERM writes `TERM_FILE` and exits 0.
 fn python_service(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
@@ -41,6 +42,12 @@ if mode in ("child", "stubborn"):
             time.sleep(0.02)
         os._exit(1)
     threading.Thread(target=watch, daemon=True).start()
+if mode == "graceful":
+    import signal
+    def on_term(*_):
+        open(os.environ["TERM_FILE"], "w").write("term")
+        os._exit(0)
+    signal.signal(signal.SIGTERM, on_term)
 if mode == "silent":
     s = socket.socket(socket.AF_UNIX); s.bind(path); s.listen(16)
     conns = []
@@ -262,4 +269,31 @@ fn a_core_service_that_cannot_load_is_listed_failed_and_the_host_still_serves() 
         reason.contains("not-there"),
         "the reason names the folder: {reason}"
     );
+}
+
+#[test]
+fn services_installed_through_the_api_get_sigterm_when_the_host_stops() {
+    // Installs run on an HTTP thread; the service's supervisor must still run on the main
+    // thread, or the HTTP thread's shutdown kills the process without the signal.
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cfg");
+    write_config(&dir, r#","stopTimeout":"3s""#);
+    python_service(&root.path().join("svc"));
+    let mut host = TestHost::start(&dir);
+
+    let term_files: Vec<_> = (0..4)
+        .map(|i| root.path().join(format!("term-{i}")))
+        .collect();
+    for (i, file) in term_files.iter().enumerate() {
+        let env = [("MODE", "graceful"), ("TERM_FILE", file.to_str().unwrap())];
+        let info = install(&dir, root.path(), &format!("graceful-{i}"), &env);
+        assert_eq!(info["status"], "active", "{info}");
+    }
+    assert!(
+        host.terminate(Duration::from_secs(10)),
+        "the host did not stop"
+    );
+    for file in &term_files {
+        assert!(file.exists(), "{} got no SIGTERM", file.display());
+    }
 }
