@@ -97,6 +97,21 @@ fn bad_config_stops_the_host_with_the_field_named() {
 }
 
 #[test]
+fn a_second_host_on_the_same_config_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let _first = TestHost::start(dir.path());
+    let out = run(atek(dir.path()).arg("run"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let msg = text(&out);
+    assert!(
+        msg.contains("Atek is already running with the config dir"),
+        "{msg}"
+    );
+    assert!(msg.contains("(pid "), "names the running host: {msg}");
+}
+
+#[test]
 fn port_in_use_is_explained() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

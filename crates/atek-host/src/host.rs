@@ -67,6 +67,16 @@ pub enum HostError {
         #[source]
         source: std::io::Error,
     },
+    /// Another host runs on this config dir.
+    #[error(
+        "Atek is already running with the config dir {dir}{pid}. Stop it first, or use another --config-dir"
+    )]
+    AlreadyRunning {
+        /// The config dir.
+        dir: PathBuf,
+        /// " (pid N)" when run.json names it.
+        pid: String,
+    },
     /// The port could not be bound.
     #[error("cannot listen on {addr}: {source}. {hint}")]
     Listen {
@@ -141,6 +151,8 @@ impl HostState {
 #[derive(Debug)]
 pub struct Host {
     state: Arc<HostState>,
+    /// Held while the host runs: one host per config dir.
+    _lock: std::fs::File,
     cancel: CancellationToken,
     server: tokio::task::JoinHandle<()>,
     boot: tokio::task::JoinHandle<()>,
@@ -155,6 +167,7 @@ impl Host {
             path: paths.root().to_owned(),
             source,
         })?;
+        let lock = lock_config_dir(&paths)?;
         let config_file = paths.config_file();
         let mut config = Config::load(&config_file)?;
         if config.ensure_system_token() {
@@ -245,6 +258,7 @@ impl Host {
         let boot = tokio::spawn(boot(state.clone()));
         Ok(Self {
             state,
+            _lock: lock,
             cancel,
             server,
             boot,
@@ -273,6 +287,35 @@ impl Host {
         self.state.supervisor.shutdown().await;
         let _ = std::fs::remove_file(self.state.paths.run_file());
         tracing::info!("stopped");
+    }
+}
+
+/// Takes `{config dir}/lock` exclusively (released by the OS when the host exits, however
+/// it exits): two hosts on one config dir would share its store, run.json and sockets.
+fn lock_config_dir(paths: &Paths) -> Result<std::fs::File, HostError> {
+    let path = paths.root().join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| HostError::Dirs {
+            path: path.clone(),
+            source,
+        })?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(_) => {
+            let pid = std::fs::read(paths.run_file())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<RunInfo>(&b).ok())
+                .map(|info| format!(" (pid {})", info.pid))
+                .unwrap_or_default();
+            Err(HostError::AlreadyRunning {
+                dir: paths.root().to_owned(),
+                pid,
+            })
+        }
     }
 }
 
