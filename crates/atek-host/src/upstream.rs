@@ -37,7 +37,7 @@ impl std::fmt::Display for Endpoint {
 
 /// The future that drives one HTTP/1 connection (hyper's `Connection`), boxed so that
 /// connections over sockets and over TCP share one pool type.
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+pub type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
 /// One idle keep-alive connection.
 struct Conn {
@@ -159,21 +159,7 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<Conn, UpstreamError> {
-        let (sender, driver): (_, Driver) =
-            match self.connect_raw().await.map_err(UpstreamError::Connect)? {
-                RawStream::Unix(s) => {
-                    let (tx, conn) = http1::handshake(TokioIo::new(s))
-                        .await
-                        .map_err(UpstreamError::Http)?;
-                    (tx, Box::pin(conn))
-                }
-                RawStream::Tcp(s) => {
-                    let (tx, conn) = http1::handshake(TokioIo::new(s))
-                        .await
-                        .map_err(UpstreamError::Http)?;
-                    (tx, Box::pin(conn))
-                }
-            };
+        let (sender, driver) = open(&self.endpoint, Upgrades::No).await?;
         Ok(Conn {
             sender,
             driver,
@@ -209,16 +195,12 @@ impl Upstream {
         }
     }
 
-    /// Opens a fresh connection (not pooled), for upgrades.
-    pub async fn connect_raw(&self) -> std::io::Result<RawStream> {
-        Ok(match &self.endpoint {
-            Endpoint::Unix(p) => RawStream::Unix(tokio::net::UnixStream::connect(p).await?),
-            Endpoint::Tcp(a) => {
-                let s = tokio::net::TcpStream::connect(a).await?;
-                s.set_nodelay(true)?;
-                RawStream::Tcp(s)
-            }
-        })
+    /// A fresh connection (not pooled) that can be upgraded, for WebSockets. The caller
+    /// spawns the driver.
+    pub async fn open_upgradable<B: SendBody>(
+        &self,
+    ) -> Result<(http1::SendRequest<B>, Driver), UpstreamError> {
+        open(&self.endpoint, Upgrades::Yes).await
     }
 }
 
@@ -299,38 +281,82 @@ async fn send_and_read(
     Ok((parts, bytes))
 }
 
-/// A single connection to a service.
-#[derive(Debug)]
-pub enum RawStream {
-    /// Over its socket.
-    Unix(tokio::net::UnixStream),
-    /// Over TCP.
-    Tcp(tokio::net::TcpStream),
+/// A request body hyper can send to a service.
+pub trait SendBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<B> SendBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
+/// Whether a connection may switch protocols (WebSockets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upgrades {
+    Yes,
+    No,
+}
+
+/// Connects to `endpoint` and does the HTTP/1 handshake: over its socket or over TCP (with
+/// `TCP_NODELAY`), one code path for the pool, readiness probes and WebSockets.
+async fn open<B: SendBody>(
+    endpoint: &Endpoint,
+    upgrades: Upgrades,
+) -> Result<(http1::SendRequest<B>, Driver), UpstreamError> {
+    async fn over<S, B>(
+        io: S,
+        upgrades: Upgrades,
+    ) -> Result<(http1::SendRequest<B>, Driver), UpstreamError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        B: SendBody,
+    {
+        let (sender, conn) = http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(UpstreamError::Http)?;
+        let driver: Driver = match upgrades {
+            Upgrades::Yes => Box::pin(conn.with_upgrades()),
+            Upgrades::No => Box::pin(conn),
+        };
+        Ok((sender, driver))
+    }
+    match endpoint {
+        Endpoint::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(UpstreamError::Connect)?;
+            over(stream, upgrades).await
+        }
+        Endpoint::Tcp(addr) => {
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(UpstreamError::Connect)?;
+            stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+            over(stream, upgrades).await
+        }
+    }
 }
 
 /// Sends `HEAD /` once on a fresh connection and returns the status, or None when nothing
 /// answers. Used for readiness.
 pub async fn probe_head(endpoint: &Endpoint) -> Option<http::StatusCode> {
-    async fn over<S>(io: S) -> Option<http::StatusCode>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .ok()?;
-        let driver = tokio::spawn(conn);
-        let req = Request::head("/")
-            .header(http::header::HOST, "localhost")
-            .body(Body::empty())
-            .ok()?;
-        let status = sender.send_request(req).await.ok().map(|r| r.status());
-        driver.abort();
-        status
-    }
-    match endpoint {
-        Endpoint::Unix(p) => over(tokio::net::UnixStream::connect(p).await.ok()?).await,
-        Endpoint::Tcp(a) => over(tokio::net::TcpStream::connect(a).await.ok()?).await,
-    }
+    let (mut sender, driver) = open(endpoint, Upgrades::No).await.ok()?;
+    let driver = tokio::spawn(driver);
+    let req = Request::head("/")
+        .header(http::header::HOST, "localhost")
+        .body(Body::empty())
+        .ok()?;
+    let status = sender.send_request(req).await.ok().map(|r| r.status());
+    driver.abort();
+    status
 }
 
 #[cfg(test)]

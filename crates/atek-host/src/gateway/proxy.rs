@@ -23,7 +23,6 @@ use hyper_util::rt::TokioIo;
 use super::{GatewayError, api_param, caller_from_headers};
 use crate::broker::Provider;
 use crate::host::HostState;
-use crate::upstream::RawStream;
 
 /// Handshake headers passed from the client to the service.
 const FORWARDED_REQUEST: [HeaderName; 4] = [
@@ -80,26 +79,12 @@ pub async fn handle(
             export.id
         ))
     };
-    let stream = export
+    let (mut sender, driver) = export
         .upstream
-        .connect_raw()
+        .open_upgradable()
         .await
         .map_err(|e| unreachable(&e))?;
-    let handshake = match stream {
-        RawStream::Unix(s) => hyper::client::conn::http1::handshake(TokioIo::new(s))
-            .await
-            .map(|(tx, conn)| {
-                tokio::spawn(conn.with_upgrades());
-                tx
-            }),
-        RawStream::Tcp(s) => hyper::client::conn::http1::handshake(TokioIo::new(s))
-            .await
-            .map(|(tx, conn)| {
-                tokio::spawn(conn.with_upgrades());
-                tx
-            }),
-    };
-    let mut sender = handshake.map_err(|e| unreachable(&e))?;
+    tokio::spawn(driver);
 
     let mut upstream_req = Request::get(export.path.clone())
         .header(header::HOST, "localhost")
