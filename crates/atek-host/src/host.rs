@@ -484,52 +484,41 @@ async fn load_core(
 ) -> Result<(), String> {
     let source = Source::parse(&core.source_url).map_err(|e| e.to_string())?;
     let id = id.clone();
-    let log = {
-        let log = crate::supervisor::ServiceLog::new(
-            state.paths.log(&id),
-            state.config.log_max_bytes,
-            state.config.log_files,
-        );
-        log.set_secrets(state.config.system_auth_tokens.clone());
-        log
-    };
+    let log = state.log_for(&id);
     let desired = core.desired_version.as_deref();
-    let existing = state
-        .installer
-        .package_dir(id.as_str())
-        .ok()
-        .filter(|d| d.join(".git").exists());
+    let error = |e: crate::installer::InstallError| e.to_string();
     // A git core service is fetched and rebuilt only when the best release changed.
-    let package = match (&source, existing) {
-        (Source::Git(_), Some(_)) => {
-            let dir = state
-                .installer
-                .package_dir(id.as_str())
-                .map_err(|e| e.to_string())?;
-            let installed = checked_out_tag(&dir).await;
-            let check = state
-                .installer
-                .check_for_updates(id.as_str(), &source, desired, installed.as_deref())
-                .await;
-            match check {
-                Ok(c) if !c.has_update && installed.is_some() => crate::installer::Package {
-                    manifest: crate::installer::read_manifest(&dir).map_err(|e| e.to_string())?,
-                    dir,
-                    source_type: atek_api::services::SourceType::Git,
-                    installed_version: installed,
-                },
-                _ => state
-                    .installer
-                    .update(id.as_str(), &source, desired, &log)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            }
-        }
-        _ => state
+    let current = match &source {
+        Source::Git(_) => state
+            .installer
+            .current(id.as_str(), &source)
+            .await
+            .map_err(error)?,
+        Source::Folder(_) => None,
+    };
+    let up_to_date = match current
+        .as_ref()
+        .and_then(|p| p.installed_version.as_deref())
+    {
+        Some(installed) => state
+            .installer
+            .check_for_updates(id.as_str(), &source, desired, Some(installed))
+            .await
+            .is_ok_and(|check| !check.has_update),
+        None => false,
+    };
+    let package = match current {
+        Some(package) if up_to_date => package,
+        Some(_) => state
+            .installer
+            .update(id.as_str(), &source, desired, &log)
+            .await
+            .map_err(error)?,
+        None => state
             .installer
             .install(id.as_str(), &source, desired, &log)
             .await
-            .map_err(|e| e.to_string())?,
+            .map_err(error)?,
     };
     let key = state.store.core_key(&id).map_err(|e| e.to_string())?;
     push_core(
@@ -561,20 +550,6 @@ async fn load_core(
             .reason
             .unwrap_or_else(|| format!("it is {}", run.status.as_str())))
     }
-}
-
-/// The tag checked out in a clone, if HEAD is exactly at one.
-async fn checked_out_tag(dir: &std::path::Path) -> Option<String> {
-    let out = tokio::process::Command::new("git")
-        .args(["describe", "--tags", "--exact-match", "HEAD"])
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .ok()?;
-    let tag = String::from_utf8(out.stdout).ok()?.trim().to_owned();
-    (out.status.success() && !tag.is_empty()).then_some(tag)
 }
 
 /// Runs a host until SIGINT or SIGTERM.

@@ -166,7 +166,8 @@ impl HostState {
         }
     }
 
-    fn log_for(&self, id: &ServiceId) -> ServiceLog {
+    /// A service's log, with the system tokens among its secrets (for installer output).
+    pub(crate) fn log_for(&self, id: &ServiceId) -> ServiceLog {
         let log = ServiceLog::new(
             self.paths.log(id),
             self.config.log_max_bytes,

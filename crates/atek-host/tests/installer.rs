@@ -630,3 +630,48 @@ fn install_futures_are_send() {
     assert_send(&installer.remove("x", &source));
     assert_send(&installer.rename("x", "y", &source));
 }
+
+#[tokio::test]
+async fn current_reads_what_is_installed_without_fetching() {
+    let repo = repo_with(&["v1.0.0", "v1.1.0", "v2.0.0"]);
+    let (_tmp, installer) = new_installer();
+    let source = repo.source();
+    assert_eq!(
+        installer.current("app", &source).await.unwrap(),
+        None,
+        "no clone yet"
+    );
+
+    let installed = installer
+        .install("app", &source, Some("^1"), &Recorder::default())
+        .await
+        .unwrap();
+    // A newer release in the remote changes nothing: current() does not fetch.
+    repo.release("v1.2.0", &[]);
+    let current = installer.current("app", &source).await.unwrap();
+    assert_eq!(current, Some(installed));
+
+    // A clone of another remote is not this source's package.
+    let other = repo_with(&["v9.0.0"]);
+    assert_eq!(
+        installer.current("app", &other.source()).await.unwrap(),
+        None
+    );
+
+    // A folder is read as install reads it.
+    let folder = TempDir::new().unwrap();
+    let as_current = installer
+        .current("f", &Source::Folder(folder.path().to_owned()))
+        .await
+        .unwrap();
+    let as_installed = installer
+        .install(
+            "f",
+            &Source::Folder(folder.path().to_owned()),
+            None,
+            &Recorder::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(as_current, Some(as_installed));
+}

@@ -108,15 +108,16 @@ pub(crate) async fn fetch(dir: &Path, observer: &dyn InstallObserver) -> Result<
 
 /// Every tag name in the clone.
 pub(crate) async fn tags(dir: &Path) -> Result<Vec<String>, InstallError> {
-    let done = run(
-        Some(dir),
-        &["tag", "--list"],
-        "tag --list".to_owned(),
-        LOCAL_HINT,
-        None,
-        true,
-    )
-    .await?;
+    tag_list(dir, &["tag", "--list"]).await
+}
+
+/// The tags that name the checked-out commit.
+pub(crate) async fn tags_at_head(dir: &Path) -> Result<Vec<String>, InstallError> {
+    tag_list(dir, &["tag", "--points-at", "HEAD"]).await
+}
+
+async fn tag_list(dir: &Path, args: &[&str]) -> Result<Vec<String>, InstallError> {
+    let done = run(Some(dir), args, args.join(" "), LOCAL_HINT, None, true).await?;
     Ok(done
         .stdout
         .lines()

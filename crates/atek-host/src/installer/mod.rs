@@ -233,6 +233,32 @@ impl Installer {
         result
     }
 
+    /// The package as it stands, fetching and building nothing: a folder as [`Installer::install`]
+    /// reads it; for git, the clone with the release (tag) checked out now, or `None` when
+    /// there is no clone of this source.
+    pub async fn current(
+        &self,
+        id: &str,
+        source: &Source,
+    ) -> Result<Option<Package>, InstallError> {
+        let url = match source {
+            Source::Folder(path) => return folder_package(path).await.map(Some),
+            Source::Git(url) => url,
+        };
+        let dir = self.package_dir(id)?;
+        if !self.is_clone_of(&dir, url).await? {
+            return Ok(None);
+        }
+        let at_head = git::tags_at_head(&dir).await?;
+        let installed_version = version::pick(&at_head, None)?.map(|(tag, _)| tag);
+        Ok(Some(Package {
+            manifest: read_manifest(&dir)?,
+            dir,
+            source_type: SourceType::Git,
+            installed_version,
+        }))
+    }
+
     async fn is_clone_of(&self, dir: &Path, url: &str) -> Result<bool, InstallError> {
         Ok(git::is_clone(dir) && git::origin_url(dir).await?.as_deref() == Some(url))
     }
