@@ -128,11 +128,6 @@ impl Upstream {
         }
     }
 
-    /// Where it connects.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
     fn checkout(&self) -> Option<Conn> {
         let mut idle = thread_pool(&self.idle);
         while let Some(mut conn) = idle.pop() {

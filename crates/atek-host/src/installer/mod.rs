@@ -71,11 +71,6 @@ impl Installer {
         Self { packages_dir }
     }
 
-    /// Where git clones are kept.
-    pub fn packages_dir(&self) -> &Path {
-        &self.packages_dir
-    }
-
     /// `packages/{id}`, after checking `id` cannot point anywhere else.
     pub fn package_dir(&self, id: &str) -> Result<PathBuf, InstallError> {
         id.parse::<atek_core::ServiceId>()
