@@ -9,16 +9,17 @@ use super::{Params, to_value};
 use crate::auth::Caller;
 use crate::host::HostState;
 use crate::manage::ManageError;
+use crate::store::StoredService;
 
 fn general(e: ManageError) -> RpcError {
     RpcError::general(e.to_string())
 }
 
-/// Owner-or-admin: returns the id when the caller may manage the service.
-fn owned(host: &HostState, caller: &Caller, id: &str) -> Result<(), RpcError> {
-    let (stored, _) = host.find(id).map_err(general)?;
+/// Owner-or-admin: the service's record, when the caller may manage it.
+fn owned(host: &HostState, caller: &Caller, id: &str) -> Result<(StoredService, bool), RpcError> {
+    let (stored, core) = host.find(id).map_err(general)?;
     if caller.admin || stored.record.owning_user_key == caller.user {
-        Ok(())
+        Ok((stored, core))
     } else {
         Err(RpcError::not_authorized())
     }
@@ -47,8 +48,7 @@ pub(super) async fn call(
         }
         "get" => {
             let id = params.string(0)?;
-            owned(host, caller, id)?;
-            let (stored, core) = host.find(id).map_err(general)?;
+            let (stored, core) = owned(host, caller, id)?;
             to_value(host.info(&stored, core))
         }
         "install" => {
