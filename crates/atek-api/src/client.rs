@@ -13,7 +13,8 @@ use crate::jsonrpc::RpcError;
 use crate::services::{
     ConfigureOpts, InstallOpts, ServiceInfo, ServiceList, UpdateCheck, UpdateResult,
 };
-use crate::{inspect, services};
+use crate::users::{NewUser, User, UserList, UserSettings, UserUpdate};
+use crate::{inspect, services, users};
 
 /// What can go wrong calling the host.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +135,11 @@ impl Client {
     pub fn inspect(&self) -> InspectClient<'_> {
         InspectClient(self)
     }
+
+    /// `atek.cloud/users-api`.
+    pub fn users(&self) -> UsersClient<'_> {
+        UsersClient(self)
+    }
 }
 
 /// Typed calls of `atek.cloud/services-api`.
@@ -214,5 +220,50 @@ impl InspectClient<'_> {
     /// The persisted config.json.
     pub async fn get_config(&self) -> Result<Value, ClientError> {
         self.0.call(inspect::ID, "getConfig", ()).await
+    }
+}
+
+/// Typed calls of `atek.cloud/users-api`.
+#[derive(Debug)]
+pub struct UsersClient<'a>(&'a Client);
+
+impl UsersClient<'_> {
+    /// Every user (admin only).
+    pub async fn list(&self) -> Result<Vec<User>, ClientError> {
+        let list: UserList = self.0.call(users::ID, "list", ()).await?;
+        Ok(list.users)
+    }
+    /// One user by key.
+    pub async fn get(&self, key: &str) -> Result<User, ClientError> {
+        self.0.call(users::ID, "get", [key]).await
+    }
+    /// Creates a user.
+    pub async fn create(&self, user: &NewUser) -> Result<User, ClientError> {
+        self.0.call(users::ID, "create", [user]).await
+    }
+    /// Changes a user.
+    pub async fn update(&self, key: &str, update: &UserUpdate) -> Result<User, ClientError> {
+        self.0.call(users::ID, "update", (key, update)).await
+    }
+    /// Deletes a user.
+    pub async fn delete(&self, key: &str) -> Result<(), ClientError> {
+        self.0
+            .call::<_, Value>(users::ID, "delete", [key])
+            .await
+            .map(drop)
+    }
+    /// A user's settings.
+    pub async fn get_settings(&self, key: &str) -> Result<UserSettings, ClientError> {
+        self.0.call(users::ID, "getSettings", [key]).await
+    }
+    /// Changes a user's settings.
+    pub async fn update_settings(
+        &self,
+        key: &str,
+        settings: &UserSettings,
+    ) -> Result<UserSettings, ClientError> {
+        self.0
+            .call(users::ID, "updateSettings", (key, settings))
+            .await
     }
 }

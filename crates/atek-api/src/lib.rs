@@ -4,6 +4,8 @@
 //!   host produced them (reference §3.2-3.4).
 //! - [`services`] and [`inspect`]: the types of `atek.cloud/services-api` and
 //!   `atek.cloud/inspect-api` (reference §4.1-4.2), field for field.
+//! - [`users`]: the types of `atek.cloud/users-api` and `atek.cloud/user-sessions-api`
+//!   (reference §4.3-4.4).
 //! - [`Client`]: a typed client that calls a running host through its gateway.
 //!
 //! ```no_run
@@ -22,5 +24,6 @@ mod client;
 pub mod inspect;
 pub mod jsonrpc;
 pub mod services;
+pub mod users;
 
-pub use client::{Client, ClientError, InspectClient, ServicesClient};
+pub use client::{Client, ClientError, InspectClient, ServicesClient, UsersClient};
