@@ -16,6 +16,10 @@
 //! - `ECHO_CRASH_AFTER_MS=N`: exit with status 3 after N milliseconds.
 //! - `ECHO_CFG_*`: reported back by the `env` method.
 //!
+//! `GET /` and `HEAD /` answer a short text banner. `GET /bytes/{n}` answers `n`
+//! bytes (up to [`MAX_BYTES`]) as `application/octet-stream`, sliced from one
+//! buffer made at start; the proxy benchmark (`bench/proxy/run.sh`) uses it.
+//!
 //! Any `POST` is a JSON-RPC 2.0 call; see [`dispatch`] for the methods.
 
 use std::borrow::Cow;
@@ -46,16 +50,22 @@ type BoxError = Box<dyn Error + Send + Sync>;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Largest `n` of `GET /bytes/{n}`.
+const MAX_BYTES: usize = 16 * 1024 * 1024;
 const BANNER: &[u8] = b"atek-echo-service\n";
 const GARBAGE: &[u8] = b"this is not json";
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
+const OCTETS: &str = "application/octet-stream";
 
 /// Process-wide settings, computed once at start.
 struct State {
     fail_ready: bool,
     /// The `env` method's result, serialized.
     env_json: String,
+    /// What `GET /bytes/{n}` slices its answer from: [`MAX_BYTES`] zero bytes.
+    /// Allocated zeroed, so it costs address space and not memory until read.
+    payload: &'static [u8],
 }
 
 #[derive(Clone, Copy)]
@@ -102,6 +112,7 @@ async fn run() -> Result<(), BoxError> {
     let state: &'static State = Box::leak(Box::new(State {
         fail_ready: std::env::var_os("ECHO_FAIL_READY").is_some_and(|v| !v.is_empty() && v != "0"),
         env_json: env_json(std::env::vars_os()),
+        payload: vec![0u8; MAX_BYTES].leak(),
     }));
 
     if let Some(ms) = env_number::<u64>("ECHO_CRASH_AFTER_MS")? {
@@ -245,7 +256,8 @@ async fn handle(
     if req.method() == Method::POST {
         return Ok(rpc(req, state).await);
     }
-    let root = req.uri().path() == "/";
+    let path = req.uri().path();
+    let root = path == "/";
     let response = match *req.method() {
         Method::GET | Method::HEAD if root && state.fail_ready => reply(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -255,6 +267,22 @@ async fn handle(
         // hyper leaves the body out of HEAD responses.
         Method::GET | Method::HEAD if root => {
             reply(StatusCode::OK, TEXT, Bytes::from_static(BANNER))
+        }
+        Method::GET | Method::HEAD if path.starts_with("/bytes/") => {
+            match byte_count(&path["/bytes/".len()..]) {
+                Some(n) => reply(
+                    StatusCode::OK,
+                    OCTETS,
+                    Bytes::from_static(&state.payload[..n]),
+                ),
+                None => reply(
+                    StatusCode::BAD_REQUEST,
+                    TEXT,
+                    Bytes::from(format!(
+                        "/bytes/{{n}} expects a whole number of bytes up to {MAX_BYTES}\n"
+                    )),
+                ),
+            }
         }
         Method::GET | Method::HEAD => reply(
             StatusCode::NOT_FOUND,
@@ -268,6 +296,14 @@ async fn handle(
         ),
     };
     Ok(response)
+}
+
+/// `n` of `/bytes/{n}`: decimal digits only, at most [`MAX_BYTES`].
+fn byte_count(n: &str) -> Option<usize> {
+    if n.is_empty() || n.len() > 9 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok().filter(|&n| n <= MAX_BYTES)
 }
 
 async fn rpc(req: Request<Incoming>, state: &'static State) -> Response<Full<Bytes>> {
@@ -576,6 +612,27 @@ mod tests {
             call(r#"{"id": 1}"#, Caller::default())["error"]["code"],
             -32600
         );
+    }
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(byte_count("0"), Some(0));
+        assert_eq!(byte_count("1024"), Some(1024));
+        assert_eq!(byte_count("001024"), Some(1024));
+        assert_eq!(byte_count("16777216"), Some(MAX_BYTES));
+        for bad in [
+            "",
+            "16777217",
+            "999999999",
+            "1234567890",
+            "-1",
+            "+1",
+            "1k",
+            "1 ",
+            "0x10",
+        ] {
+            assert_eq!(byte_count(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
