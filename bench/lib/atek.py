@@ -14,11 +14,22 @@ Importable (bench/footprint/measure.py uses it) and callable from shell:
     atek.py wait-http URL SECS                     wait until GET URL answers 200
     atek.py check-echo URL TOKEN BODY              POST BODY (an `echo` call) to URL and check
                                                    that the result equals its params
+    atek.py app-session URL TOKEN SERVICE USERNAME
+                                                   create USERNAME (users-api, random password),
+                                                   log in, follow the bind-session flow for
+                                                   SERVICE; prints "HOST COOKIE": the Host header
+                                                   of SERVICE's subdomain and its session cookie
+    atek.py check-get URL LENGTH [HEADER ...]      GET URL (HEADER: "Name: value"); check that
+                                                   it answers 200 with exactly LENGTH body bytes
+
+Also parse_wrk(), fmt_us(), fmt_rps() and machine() for the report scripts.
 """
 
 import http.client
 import json
 import os
+import platform
+import re
 import secrets
 import socket
 import sys
@@ -235,6 +246,236 @@ def check_echo(url, token, body):
         raise BenchError(f"echo via {url}: result {json.dumps(result)}, expected {json.dumps(want)}")
 
 
+# --- plain HTTP requests, logging in, subdomain sessions --------------------------------
+
+
+class Reply:
+    """One HTTP exchange, kept whole so that an error can show both sides."""
+
+    def __init__(self, method, url, headers, body, status, reason, response_headers, data):
+        self.method, self.url, self.headers, self.body = method, url, headers, body
+        self.status, self.reason = status, reason
+        self.response_headers, self.data = response_headers, data
+
+    def header(self, name):
+        return self.response_headers.get(name)
+
+    def set_cookies(self):
+        return self.response_headers.get_all("Set-Cookie") or []
+
+    def describe(self, limit=400):
+        """The request and the response, for error messages."""
+        lines = [f"  request:  {self.method} {self.url}"]
+        lines += [f"            {k}: {redact(k, v)}" for k, v in self.headers.items()]
+        if self.body:
+            lines.append(f"            body {redact_body(self.body)[:limit]}")
+        lines.append(f"  response: HTTP {self.status} {self.reason}")
+        lines += [f"            {k}: {redact(k, v)}" for k, v in self.response_headers.items()]
+        if self.data:
+            if (self.header("Content-Type") or "").startswith("application/octet-stream"):
+                limit = min(limit, 16)
+            more = f" ... ({len(self.data)} bytes)" if len(self.data) > limit else ""
+            lines.append(f"            body {self.data[:limit]!r}{more}")
+        return "\n".join(lines)
+
+
+def redact(name, value):
+    """Hides tokens, not their shape: `session=abcd…` stays recognisable."""
+    if name.lower() in ("authorization", "cookie", "set-cookie"):
+        return re.sub(r"([A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]{10,}", r"\1…", value)
+    return value
+
+
+def redact_body(body):
+    return re.sub(r'("password"\s*:\s*)"[^"]*"', r'\1"…"', body)
+
+
+def request(url, method="GET", path=None, headers=None, body=None, timeout=10.0):
+    """One request on a fresh connection to URL's host and port; never follows
+    redirects. `path` defaults to URL's path and query. Returns a Reply."""
+    u = urllib.parse.urlsplit(url)
+    if path is None:
+        path = (u.path or "/") + ("?" + u.query if u.query else "")
+    headers = dict(headers or {})
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_host="Host" in headers, skip_accept_encoding=True)
+        data = body.encode() if isinstance(body, str) else body
+        if data is not None:
+            headers.setdefault("Content-Length", str(len(data)))
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        conn.endheaders(data)
+        response = conn.getresponse()
+        shown = f"http://{headers.get('Host', u.netloc)}{path}"
+        if headers.get("Host") and headers["Host"] != u.netloc:
+            shown += f" (connected to {u.netloc})"
+        return Reply(method, shown, headers, body, response.status, response.reason,
+                     response.msg, response.read())
+    finally:
+        conn.close()
+
+
+def cookie_value(reply, name="session"):
+    """The value `name` is set to by the reply's Set-Cookie headers, or None."""
+    for line in reply.set_cookies():
+        pair = line.split(";", 1)[0]
+        key, sep, value = pair.partition("=")
+        if sep and key.strip() == name:
+            return value.strip()
+    return None
+
+
+def create_user(url, token, username, password):
+    return rpc(url, token, "atek.cloud/users-api", "create",
+               [{"username": username, "password": password}])
+
+
+def login(url, host, username, password):
+    """Logs in through user-sessions-api with Host: `host`; returns the session cookie."""
+    body = rpc_body("login", [{"username": username, "password": password}])
+    r = request(url, "POST", gateway_path("atek.cloud/user-sessions-api"),
+                {"Host": host, "Content-Type": "application/json"}, body)
+    try:
+        parse_rpc(r.status, r.data, "user-sessions-api login")
+    except BenchError as e:
+        raise BenchError(f"{e}\n{r.describe()}") from None
+    cookie = cookie_value(r)
+    if not cookie:
+        raise BenchError("user-sessions-api login succeeded but set no session cookie\n"
+                         + r.describe())
+    return cookie
+
+
+def bind_session(url, host, cookie, service, path="/"):
+    """The bind-session flow (main domain -> 302 to the app's subdomain with `bst` ->
+    Set-Cookie there). Returns (the subdomain's Host header, its session cookie).
+    Every request goes to URL's address; only the Host header changes."""
+    query = urllib.parse.urlencode({"service": service, "path": path})
+    r = request(url, "GET", f"/_atek/bind-session?{query}",
+                {"Host": host, "Cookie": f"session={cookie}"})
+    location = r.header("Location") or ""
+    target = urllib.parse.urlsplit(location)
+    if r.status != 302 or target.scheme != "http" or "bst=" not in target.query:
+        raise BenchError("bind-session: expected 302 to http://<service>.<domain>:PORT/?bst=...\n"
+                         + r.describe())
+    app_host = target.netloc
+    if not app_host.startswith(service + "."):
+        raise BenchError(f"bind-session: redirected to {app_host}, not a subdomain named "
+                         f"{service!r}\n" + r.describe())
+    first = r
+    r = request(url, "GET", (target.path or "/") + "?" + target.query, {"Host": app_host})
+    app_cookie = cookie_value(r)
+    if r.status != 302 or not app_cookie:
+        raise BenchError("the app's subdomain did not take the bst (expected 302 + Set-Cookie "
+                         "session=...)\n" + first.describe() + "\n" + r.describe())
+    back = urllib.parse.urlsplit(urllib.parse.urljoin(location, r.header("Location") or ""))
+    if "bst=" in back.query:
+        raise BenchError("the app's subdomain redirected to a URL that still has bst\n"
+                         + r.describe())
+    return app_host, app_cookie
+
+
+def app_session(url, token, service, username):
+    """Creates `username` with a random password, logs in on the main domain (Host
+    localhost:PORT, the default domain) and binds a session to `service`."""
+    port = urllib.parse.urlsplit(url).port
+    main_host = f"localhost:{port}"
+    password = secrets.token_urlsafe(18)
+    create_user(url, token, username, password)
+    cookie = login(url, main_host, username, password)
+    return bind_session(url, main_host, cookie, service)
+
+
+def header_pairs(args):
+    headers = {}
+    for arg in args:
+        name, sep, value = arg.partition(":")
+        if not sep or not name.strip():
+            raise BenchError(f"not a header: {arg!r} (expected 'Name: value')")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def check_get(url, length, headers):
+    """GET url: it must answer 200 with exactly `length` body bytes (and a matching
+    Content-Length), so a redirect or an error page is never taken for success."""
+    r = request(url, "GET", headers=headers, timeout=30)
+    declared = r.header("Content-Length")
+    if r.status != 200 or len(r.data) != length or (declared and int(declared) != length):
+        raise BenchError(f"expected 200 with {length} bytes, got HTTP {r.status} with "
+                         f"{len(r.data)} bytes (Content-Length {declared})\n" + r.describe(200))
+
+
+# --- wrk output and reporting -------------------------------------------------------------
+
+UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+UNITS_BYTES = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40, "PB": 1 << 50}
+
+
+def parse_wrk(text):
+    """{rps, p50_us, p99_us, requests, bytes, non2xx, socket_errors} from `wrk --latency`
+    output. Careful: wrk's "Non-2xx or 3xx responses" counts only statuses >= 400;
+    a 3xx is a success to wrk (check `bytes`/`requests` against what a 200 carries)."""
+
+    def number(pattern):
+        m = re.search(pattern, text, re.M)
+        return m and m.group(1)
+
+    def latency(pct):
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.M)
+        if not m:
+            raise ValueError(f"no {pct}% latency line in wrk output")
+        return float(m.group(1)) * UNITS_US[m.group(2)]
+
+    rps = number(r"^Requests/sec:\s+([\d.]+)")
+    if rps is None:
+        raise ValueError("no Requests/sec line in wrk output")
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    )
+    read = re.search(r"^\s*\d+ requests in [\d.]+\w+, ([\d.]+)([KMGTP]?B) read", text, re.M)
+    return {
+        "rps": float(rps),
+        "p50_us": latency(50),
+        "p99_us": latency(99),
+        "requests": int(number(r"^\s*(\d+) requests in ") or 0),
+        "bytes": float(read.group(1)) * UNITS_BYTES[read.group(2)] if read else None,
+        "non2xx": int(number(r"Non-2xx or 3xx responses: (\d+)") or 0),
+        "socket_errors": sum(int(g) for g in errors.groups()) if errors else 0,
+    }
+
+
+def fmt_us(us):
+    if us < 1000:
+        return f"{us:.0f} µs"
+    if us < 1e6:
+        return f"{us / 1000:.2f} ms"
+    return f"{us / 1e6:.2f} s"
+
+
+def fmt_rps(rps):
+    return f"{rps:,.0f}"
+
+
+def machine():
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for row in f:
+                if row.startswith("model name"):
+                    cpu = row.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "loadavg_at_end": list(os.getloadavg()),
+    }
+
+
 def main(argv):
     if not argv:
         raise BenchError("usage: see the docstring of bench/lib/atek.py")
@@ -265,6 +506,12 @@ def main(argv):
     elif cmd == "check-echo":
         url, tok, body = args
         check_echo(url, tok, body)
+    elif cmd == "app-session":
+        url, tok, service_id, username = args
+        print(*app_session(url, tok, service_id, username))
+    elif cmd == "check-get":
+        url, length, *headers = args
+        check_get(url, int(length), header_pairs(headers))
     else:
         raise BenchError(f"unknown command {cmd!r}")
     return 0
