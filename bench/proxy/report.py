@@ -5,7 +5,8 @@
     report.py summary DIR OUT.json    table of medians, ratios against targets, JSON file
 
 DIR holds files named ROW-sSIZE-cCONNS-tTHREADS-rRUN.txt (ROW: proxy, direct, nginx;
-SIZE: the body size in bytes of `GET /bytes/SIZE`). Environment passed through into the
+SIZE: the body size in bytes of `GET /bytes/SIZE`), each with a FILE.cpu next to it:
+"PROXY_TICKS APP_TICKS CLK_TCK", the CPU time the proxy and the app used in that run. Environment passed through into the
 JSON: BENCH_SECONDS, BENCH_RUNS, BENCH_STRICT, BENCH_META (a JSON object of extra facts).
 
 A run fails when wrk saw an error status (>= 400), a socket error, or when the bytes it
@@ -25,9 +26,9 @@ from atek import fmt_rps, fmt_us, machine, parse_wrk  # noqa: E402
 
 ROWS = ("proxy", "direct", "nginx")
 ROW_HELP = {
-    "proxy": "wrk -> atek subdomain proxy (cookie) -> echo app (socket)",
-    "direct": "wrk -> echo app (tcp)",
-    "nginx": "wrk -> nginx, keepalive upstream -> echo app (socket)",
+    "proxy": "atek subdomain proxy (cookie) -> app socket",
+    "direct": "app over tcp",
+    "nginx": "nginx (keepalive upstream) -> app socket",
 }
 # Targets (the issue's): at c=32 the proxy does at least nginx's req/s; its p99 is at most
 # 1.2x nginx's, at every concurrency measured. For every body size.
@@ -71,6 +72,21 @@ def problems(r, size, conns):
     return out
 
 
+def add_cpu(r, path):
+    """Adds proxy_cpu_us and app_cpu_us (CPU time per completed request) from FILE.cpu."""
+    try:
+        proxy, app, tck = (int(x) for x in open(path + ".cpu").read().split())
+    except (OSError, ValueError):
+        return
+    if r["requests"] and tck:
+        r["proxy_cpu_us"] = proxy * 1e6 / tck / r["requests"]
+        r["app_cpu_us"] = app * 1e6 / tck / r["requests"]
+
+
+def fmt_cpu(us):
+    return "-" if us is None else fmt_us(us)
+
+
 def line(path):
     try:
         r = parse_wrk(open(path).read())
@@ -78,6 +94,12 @@ def line(path):
         print(f"  {path}: FAILED: cannot read wrk's output: {e}", flush=True)
         return 3
     m = NAME_RE.match(os.path.basename(path))
+    add_cpu(r, path)
+    cpu = ""
+    if "proxy_cpu_us" in r:
+        cpu = f"  CPU/req: app {fmt_us(r['app_cpu_us'])}"
+        if m and m["row"] != "direct":
+            cpu += f", {m['row']} {fmt_us(r['proxy_cpu_us'])}"
     if m:
         label = f"{m['row']:<6} {fmt_size(int(m['size'])):>5} c={m['conns']:<3} run {m['run']}"
         bad = problems(r, int(m["size"]), int(m["conns"]))
@@ -85,7 +107,7 @@ def line(path):
         label, bad = path, []
     extra = f"  FAILED: {'; '.join(bad)}" if bad else ""
     print(f"  {label}: {fmt_rps(r['rps']):>9} req/s  p50 {fmt_us(r['p50_us']):>9}  "
-          f"p99 {fmt_us(r['p99_us']):>9}{extra}", flush=True)
+          f"p99 {fmt_us(r['p99_us']):>9}{cpu}{extra}", flush=True)
     return 3 if bad else 0
 
 
@@ -99,6 +121,7 @@ def summary(directory, out_path):
         parsed = parse_wrk(open(os.path.join(directory, name)).read())
         parsed["run"] = int(m["run"])
         parsed["problems"] = problems(parsed, key[1], key[2])
+        add_cpu(parsed, os.path.join(directory, name))
         runs.setdefault(key, []).append(parsed)
 
     def order(k):
@@ -108,6 +131,13 @@ def summary(directory, out_path):
     for key in sorted(runs, key=order):
         row, size, conns, threads = key
         rs = sorted(runs[key], key=lambda r: r["run"])
+
+        def median_of(field, rs=rs, row=row):
+            values = [r[field] for r in rs if field in r]
+            if not values or (field == "proxy_cpu_us" and row == "direct"):
+                return None
+            return statistics.median(values)
+
         rows.append({
             "row": row,
             "path": ROW_HELP.get(row, row),
@@ -119,6 +149,8 @@ def summary(directory, out_path):
                 "rps": statistics.median(r["rps"] for r in rs),
                 "p50_us": statistics.median(r["p50_us"] for r in rs),
                 "p99_us": statistics.median(r["p99_us"] for r in rs),
+                "proxy_cpu_us_per_request": median_of("proxy_cpu_us"),
+                "app_cpu_us_per_request": median_of("app_cpu_us"),
             },
             "failed_runs": sum(1 for r in rs if r["problems"]),
         })
@@ -134,9 +166,9 @@ def summary(directory, out_path):
     print()
     print(f"Proxy benchmark: GET /bytes/SIZE, loopback, median of {n_runs} runs x {seconds} s each")
     header = (f"{'row':<6} {'size':>5} {'conns':>5} {'threads':>7} {'req/s':>9} {'MiB/s':>8} "
-              f"{'p50':>9} {'p99':>9}   path")
+              f"{'p50':>9} {'p99':>9} {'proxy CPU':>10} {'app CPU':>9}   path")
     print(header)
-    print("-" * len(header) + "-" * 52)
+    print("-" * (len(header) + 38))
     last = None
     for r in rows:
         if last is not None and (r["size"], r["connections"]) != last:
@@ -147,7 +179,8 @@ def summary(directory, out_path):
         flag = "  !! failed runs" if r["failed_runs"] else ""
         print(f"{r['row']:<6} {fmt_size(r['size']):>5} {r['connections']:>5} {r['threads']:>7} "
               f"{fmt_rps(m['rps']):>9} {mib:>8,.0f} {fmt_us(m['p50_us']):>9} "
-              f"{fmt_us(m['p99_us']):>9}   {r['path']}{flag}")
+              f"{fmt_us(m['p99_us']):>9} {fmt_cpu(m['proxy_cpu_us_per_request']):>10} "
+              f"{fmt_cpu(m['app_cpu_us_per_request']):>9}   {r['path']}{flag}")
 
     sizes = sorted({r["size"] for r in rows})
     conns_all = sorted({r["connections"] for r in rows})
@@ -190,6 +223,8 @@ def summary(directory, out_path):
         if info:
             print(f"for scale, {fmt_size(size)}: " + ", ".join(info))
 
+    print("CPU columns: CPU time (user + system) per request of the proxy process(es) and of "
+          "the app, from /proc/PID/stat; steadier than req/s on a busy machine.")
     mach = machine()
     print(f"machine: {mach['cpus']} CPUs ({mach['cpu'] or 'unknown CPU'}), load average "
           f"{mach['loadavg_at_end'][0]:.2f} at the end. wrk, the proxies and the app share "

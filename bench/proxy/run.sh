@@ -324,15 +324,41 @@ for i in "${!ROW_NAMES[@]}"; do
 	)} answer 200 with the right length${HDR[*]:+ (with Host: $APP_HOST and the session cookie)}"
 done
 
+# cpu_ticks PID...: user + system CPU time of these processes (all threads), in clock ticks.
+cpu_ticks() {
+	local total=0 pid stat fields
+	for pid; do
+		stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+		read -r -a fields <<<"${stat##*) }"
+		# After the command name: field 3 (state) is index 0; utime, stime are 14 and 15.
+		total=$((total + fields[11] + fields[12]))
+	done
+	echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+# The app: the host's child running the echo binary, or the one we started.
+APP_PID=${ECHO_PID:-$(pgrep -P "$HOST_PID" -f "$ECHO_BIN" | head -n 1 || true)}
+[[ -n $APP_PID ]] || die "cannot find the echo app's process"
+NGINX_PIDS=("$NGINX_PID")
+mapfile -t -O 1 NGINX_PIDS < <(pgrep -P "$NGINX_PID")
+
 # threads_for CONNS: wrk threads: 1 for one connection, else 2.
 threads_for() { if (($1 > 1)); then echo 2; else echo 1; fi; }
 
 # wrk_run ROW_INDEX SIZE CONNS SECONDS OUTFILE
 # wrk runs in the background and we `wait` for it, so that Ctrl-C runs our trap
 # at once (wrk itself catches SIGINT and exits 0, which bash would take as handled).
+# Besides wrk's output, writes OUTFILE.cpu: "PROXY_TICKS APP_TICKS CLK_TCK", the CPU time
+# (user + system) the row's proxy (none for direct) and the app used during the run.
 wrk_run() {
-	local name=${ROW_NAMES[$1]} url=${ROW_BASES[$1]}/bytes/$2
+	local name=${ROW_NAMES[$1]} url=${ROW_BASES[$1]}/bytes/$2 proxy_pids=() p0 a0
 	row_headers "$name"
+	case $name in
+	proxy) proxy_pids=("$HOST_PID") ;;
+	nginx) proxy_pids=("${NGINX_PIDS[@]}") ;;
+	esac
+	p0=$(cpu_ticks "${proxy_pids[@]}")
+	a0=$(cpu_ticks "$APP_PID")
 	wrk -t"$(threads_for "$3")" -c"$3" -d"$4"s --latency "${HDR[@]}" "$url" >"$5" 2>&1 &
 	WRK_PID=$!
 	if ! wait "$WRK_PID"; then
@@ -340,6 +366,7 @@ wrk_run() {
 		die "wrk failed on $name ($url)"
 	fi
 	WRK_PID=''
+	echo "$(($(cpu_ticks "${proxy_pids[@]}") - p0)) $(($(cpu_ticks "$APP_PID") - a0)) $CLK_TCK" >"$5.cpu"
 }
 
 # after_run FILE: progress line; a run with a failed request stops the benchmark.
