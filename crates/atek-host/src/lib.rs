@@ -6,6 +6,7 @@
 //! - [`broker`] and [`gateway`]: routing JSON-RPC calls and WebSockets by API id.
 //! - [`auth`]: bearer tokens to callers.
 //! - [`store`]: the installed services' records.
+//! - [`users`]: users, login sessions and the login rate limiter.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), atek_host::host::HostError> {
@@ -31,3 +32,4 @@ mod server;
 pub mod store;
 pub mod supervisor;
 pub mod upstream;
+pub mod users;
