@@ -61,6 +61,14 @@ enum Command {
     Restart(commands::manage::IdArgs),
     /// Print a service's log.
     Logs(commands::logs::Args),
+    /// List users.
+    Users(commands::users::ListArgs),
+    /// Create a user (`--admin` for an admin; the first admin of a new host).
+    Mkuser(commands::users::MkArgs),
+    /// Change a user's name, password or role.
+    Moduser(commands::users::ModArgs),
+    /// Delete a user (their services stay installed).
+    Deluser(commands::users::DelArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +113,10 @@ fn main() -> ExitCode {
                 manage::lifecycle(config_dir, args, manage::Action::Restart).await
             }
             Command::Logs(args) => logs::run(config_dir, args).await,
+            Command::Users(args) => users::list(config_dir, args).await,
+            Command::Mkuser(args) => users::mkuser(config_dir, args).await,
+            Command::Moduser(args) => users::moduser(config_dir, args).await,
+            Command::Deluser(args) => users::deluser(config_dir, args).await,
         }
     });
     match result {

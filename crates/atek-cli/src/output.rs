@@ -10,11 +10,17 @@ pub(crate) fn json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A table of services.
-pub(crate) fn services_table(services: &[ServiceInfo]) -> String {
+/// An empty table in the CLI's style.
+pub(crate) fn table<const N: usize>(header: [&str; N]) -> Table {
     let mut table = Table::new();
     table.load_style(NOTHING);
-    table.set_header(["ID", "STATUS", "VERSION", "SOURCE", "OWNER", "PID", "NOTE"]);
+    table.set_header(header);
+    table
+}
+
+/// A table of services.
+pub(crate) fn services_table(services: &[ServiceInfo]) -> String {
+    let mut table = table(["ID", "STATUS", "VERSION", "SOURCE", "OWNER", "PID", "NOTE"]);
     for s in services {
         let version = s
             .settings

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::{TestHost, atek, run, text, write_config};
 
-const SUBCOMMANDS: [&str; 11] = [
+const SUBCOMMANDS: [&str; 15] = [
     "run",
     "install",
     "uninstall",
@@ -21,6 +21,10 @@ const SUBCOMMANDS: [&str; 11] = [
     "stop",
     "restart",
     "logs",
+    "users",
+    "mkuser",
+    "moduser",
+    "deluser",
 ];
 
 /// A service written in Python (exec runtime) that answers HEAD / and GET /.
@@ -178,6 +182,95 @@ fn manage_a_service_from_the_cli() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).contains("No service found with the id py-app-2"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Runs `atek` with `input` on standard input.
+fn run_with_stdin(cmd: &mut std::process::Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn users_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let _host = TestHost::start(dir.path());
+
+    let out = run(atek(dir.path()).arg("users"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("atek mkuser --admin"), "{}", text(&out));
+
+    let out = run_with_stdin(
+        atek(dir.path()).args(["mkuser", "alice", "--admin", "--password-stdin"]),
+        "correct horse battery\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Created admin alice"), "{}", text(&out));
+
+    // Bad input is refused with the reason, and nothing is created.
+    let out = run_with_stdin(
+        atek(dir.path()).args(["mkuser", "bob", "--password-stdin"]),
+        "short\n",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("at least 8"), "{}", text(&out));
+    let out = run_with_stdin(
+        atek(dir.path()).args(["mkuser", "system", "--password-stdin"]),
+        "long enough password\n",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // Without a terminal, a password is never prompted for.
+    let out = run_with_stdin(atek(dir.path()).args(["mkuser", "bob"]), "");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--password-stdin"), "{}", text(&out));
+
+    let out = run_with_stdin(
+        atek(dir.path()).args(["mkuser", "bob", "--password-stdin"]),
+        "another long password\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(atek(dir.path()).args(["moduser", "bob", "--rename", "robert", "--admin"]));
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = run(atek(dir.path()).args(["users", "--json"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let users: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<(&str, &str)> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["username"].as_str().unwrap(), u["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names.len(), 2, "{users}");
+    assert!(names.contains(&("alice", "admin")));
+    assert!(names.contains(&("robert", "admin")));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("password"));
+
+    // Deleting asks for confirmation, unless --yes.
+    let out = run_with_stdin(atek(dir.path()).args(["deluser", "robert"]), "y\n");
+    assert_eq!(out.status.code(), Some(1), "no terminal: {}", text(&out));
+    assert!(text(&out).contains("--yes"), "{}", text(&out));
+    let out = run(atek(dir.path()).args(["deluser", "robert", "--yes"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(atek(dir.path()).args(["moduser", "robert", "--admin"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("no user is named robert"),
         "{}",
         text(&out)
     );

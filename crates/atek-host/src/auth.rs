@@ -1,8 +1,10 @@
-//! Who is calling: bearer tokens resolved to a [`Caller`].
+//! Who is calling: bearer tokens and session cookies resolved to a [`Caller`].
 //!
 //! System tokens come from config.json; every service process gets a fresh token at each
-//! start, registered here while the process lives. (Users and cookie sessions arrive with
-//! the users issue.)
+//! start, registered here while the process lives. Browsers carry a `session` cookie
+//! ([`crate::users::Sessions`]). [`authenticate`] applies the rule for one request: a valid
+//! bearer token wins, else a cookie valid for the host the request was made to; anything
+//! stale or unknown leaves the request simply unauthenticated.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -18,6 +20,10 @@ pub struct Caller {
     pub service: ServiceKey,
     /// Admins see and manage everything.
     pub admin: bool,
+    /// Authenticated by a browser session cookie rather than a token. Calls forwarded to a
+    /// service then carry that service's own key as `Atek-Auth-Service` (reference §3.6), and
+    /// cross-site requests are refused ([`crate::web::csrf`]).
+    pub session: bool,
 }
 
 impl Caller {
@@ -27,9 +33,80 @@ impl Caller {
             user: UserKey::system(),
             service: ServiceKey::system(),
             admin: true,
+            session: false,
         }
     }
+
+    /// A user's browser session.
+    pub fn session(user: UserKey, admin: bool) -> Self {
+        Self {
+            user,
+            service: ServiceKey::system(),
+            admin,
+            session: true,
+        }
+    }
+
+    /// The `Atek-Auth-Service` a call to the service with key `target` carries.
+    pub fn service_for<'a>(&'a self, target: &'a ServiceKey) -> &'a ServiceKey {
+        if self.session { target } else { &self.service }
+    }
 }
+
+/// Authenticates one request made to `scope` (the main domain, or an app's subdomain).
+pub(crate) fn authenticate(
+    host: &crate::host::HostState,
+    headers: &http::HeaderMap,
+    scope: &crate::users::Scope,
+) -> Option<Arc<Caller>> {
+    if let Some(caller) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| host.auth.resolve_header(v))
+    {
+        return Some(with_current_role(host, caller));
+    }
+    let token = session_cookie(headers)?;
+    let user = host.sessions.resolve(token, scope)?;
+    // A session outliving its user (deleted between the two reads) is no session.
+    host.users.get(&user)?;
+    let admin = host.users.is_admin(&user);
+    Some(Arc::new(Caller::session(user, admin)))
+}
+
+/// A service token's caller with its owner's role as it is now: an owner made or unmade
+/// admin changes the rights of their running services at once.
+pub(crate) fn with_current_role(host: &crate::host::HostState, caller: Arc<Caller>) -> Arc<Caller> {
+    if caller.user.is_system() {
+        return caller;
+    }
+    let admin = host.users.is_admin(&caller.user);
+    if admin == caller.admin {
+        caller
+    } else {
+        Arc::new(Caller {
+            admin,
+            ..(*caller).clone()
+        })
+    }
+}
+
+/// The value of the `session` cookie, if the request carries one.
+pub(crate) fn session_cookie(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == SESSION_COOKIE).then(|| value.trim_matches('"'))
+        })
+        .filter(|v| !v.is_empty())
+}
+
+/// The session cookie's name (the original's).
+pub const SESSION_COOKIE: &str = "session";
 
 /// The token registry.
 #[derive(Debug, Default)]
@@ -108,10 +185,31 @@ mod tests {
             user: UserKey::system(),
             service: ServiceKey::generate(),
             admin: true,
+            session: false,
         };
         auth.add(&svc, caller.clone());
         assert_eq!(auth.resolve_token(svc.expose()).as_deref(), Some(&caller));
         auth.remove(&svc);
         assert_eq!(auth.resolve_token(svc.expose()), None);
+    }
+
+    #[test]
+    fn session_cookie_is_found_among_others() {
+        let mut headers = http::HeaderMap::new();
+        headers.append(
+            http::header::COOKIE,
+            "a=1; session=abc; b=2".parse().unwrap(),
+        );
+        assert_eq!(session_cookie(&headers), Some("abc"));
+        let mut headers = http::HeaderMap::new();
+        headers.append(http::header::COOKIE, "a=1".parse().unwrap());
+        headers.append(http::header::COOKIE, "session=xyz".parse().unwrap());
+        assert_eq!(session_cookie(&headers), Some("xyz"));
+        let mut headers = http::HeaderMap::new();
+        headers.append(
+            http::header::COOKIE,
+            "sessionx=1; session=".parse().unwrap(),
+        );
+        assert_eq!(session_cookie(&headers), None);
     }
 }

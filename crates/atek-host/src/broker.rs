@@ -4,11 +4,15 @@
 //! config order, then the host's own APIs, then user services in the order they became
 //! ready. A service's registrations go when its process does; when it comes back they go to
 //! the end of *its rank*, so a crashed core service never loses its API to a user service.
+//!
+//! It also knows which services are up to be browsed at `{id}.{domain}` ([`AppRoute`]):
+//! every active service, whether it exports APIs or not.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use atek_api::services::Transport;
-use atek_core::{ApiId, ServiceId, ServiceKey};
+use atek_core::{ApiId, ServiceId, ServiceKey, UserKey};
 
 use crate::upstream::Upstream;
 
@@ -19,6 +23,10 @@ pub enum HostApi {
     Inspect,
     /// `atek.cloud/services-api`.
     Services,
+    /// `atek.cloud/users-api`.
+    Users,
+    /// `atek.cloud/user-sessions-api`.
+    Sessions,
 }
 
 /// A service's export, reachable over its upstream.
@@ -30,6 +38,19 @@ pub struct ServiceExport {
     pub key: ServiceKey,
     /// The HTTP path of the export on the service, in origin form (`/_api`).
     pub path: http::Uri,
+    /// How to reach it.
+    pub upstream: Upstream,
+}
+
+/// An active service, as the app proxy reaches it.
+#[derive(Debug)]
+pub struct AppRoute {
+    /// The service.
+    pub id: ServiceId,
+    /// Its key (`Atek-Auth-Service` for a browser session's requests).
+    pub key: ServiceKey,
+    /// Its owner: who may open it besides admins.
+    pub owner: UserKey,
     /// How to reach it.
     pub upstream: Upstream,
 }
@@ -66,6 +87,7 @@ struct Registration {
 #[derive(Debug, Default)]
 pub struct Broker {
     table: RwLock<Vec<Registration>>,
+    apps: RwLock<HashMap<ServiceId, Arc<AppRoute>>>,
 }
 
 impl Broker {
@@ -96,12 +118,33 @@ impl Broker {
         }
     }
 
-    /// Removes every registration of service `id`.
+    /// Removes every registration of service `id`, and its app route.
     pub fn unregister_service(&self, id: &ServiceId) {
         self.table
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|r| !matches!(&r.provider, Provider::Service(s) if &s.id == id));
+        self.apps
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Makes an active service reachable at its subdomain.
+    pub fn register_app(&self, route: AppRoute) {
+        self.apps
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(route.id.clone(), Arc::new(route));
+    }
+
+    /// The active service `id`, for the app proxy.
+    pub fn app(&self, id: &ServiceId) -> Option<Arc<AppRoute>> {
+        self.apps
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// The first provider of `api` over `transport`.

@@ -75,6 +75,10 @@ pub struct Config {
     /// How many threads serve HTTP, each its own event loop; 0 (the default) means one per
     /// CPU.
     pub http_threads: usize,
+    /// How long a login lasts: a session ends this long after the login, or earlier on
+    /// logout, a password change or the user's deletion. Default `30days`.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
 }
 
 /// One entry of `coreServices`.
@@ -116,6 +120,7 @@ impl Default for Config {
             log_files: 3,
             node_path: PathBuf::from("node"),
             http_threads: 0,
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -241,6 +246,7 @@ impl Config {
             ("stopTimeout", self.stop_timeout),
             ("gatewayTimeout", self.gateway_timeout),
             ("crashLoopWindow", self.crash_loop_window),
+            ("sessionTtl", self.session_ttl),
         ];
         for (field, d) in positive {
             if d.is_zero() {

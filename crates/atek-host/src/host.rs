@@ -131,6 +131,17 @@ pub struct HostState {
     pub(crate) busy: BusyIds,
     /// The host's own JSON-RPC id counter for forwarded calls.
     pub(crate) next_rpc_id: AtomicU64,
+    /// Accounts.
+    pub users: crate::users::Users,
+    /// Browser logins.
+    pub sessions: crate::users::Sessions,
+    /// Login attempts.
+    pub(crate) limiter: crate::users::LoginLimiter,
+    /// The first-admin link's token, while there are no users.
+    pub(crate) setup_token: std::sync::Mutex<Option<String>>,
+    /// This state itself, for work that outlives a request (installing a new user's main
+    /// service).
+    me: std::sync::Weak<HostState>,
     ready: AtomicBool,
 }
 
@@ -138,6 +149,11 @@ impl HostState {
     /// True once the host serves its own APIs.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// A strong handle on this state (None while the host is being dropped).
+    pub(crate) fn me(&self) -> Option<Arc<HostState>> {
+        self.me.upgrade()
     }
 
     /// config.json as persisted (what `inspect-api.getConfig` returns).
@@ -204,6 +220,8 @@ impl Host {
             .unwrap_or(config.port);
 
         let store = Store::open(&paths.state())?;
+        let users = crate::users::Users::open(&paths.state())?;
+        let sessions = crate::users::Sessions::open(&paths.state(), config.session_ttl)?;
         let broker = Arc::new(Broker::new());
         let auth = Arc::new(Auth::new(&config.system_auth_tokens));
         let supervisor = Supervisor::new(
@@ -224,7 +242,7 @@ impl Host {
             auth.clone(),
         );
         let installer = Installer::new(paths.packages());
-        let state = Arc::new(HostState {
+        let state = Arc::new_cyclic(|me| HostState {
             config,
             paths,
             port,
@@ -237,11 +255,16 @@ impl Host {
             core_failures: RwLock::new(std::collections::HashMap::new()),
             busy: BusyIds::default(),
             next_rpc_id: AtomicU64::new(1),
+            users,
+            sessions,
+            limiter: crate::users::LoginLimiter::new(),
+            setup_token: std::sync::Mutex::new(None),
+            me: me.clone(),
             ready: AtomicBool::new(false),
         });
 
         let cancel = CancellationToken::new();
-        let router = crate::server::router(state.clone());
+        let site = crate::server::site(state.clone());
         let server = tokio::spawn({
             let cancel = cancel.clone();
             let threads = match state.config.http_threads {
@@ -250,7 +273,7 @@ impl Host {
                     .unwrap_or(1),
                 n => n,
             };
-            async move { crate::server::serve(listener, router, cancel, threads).await }
+            async move { crate::server::serve(listener, site, cancel, threads).await }
         });
         write_run_file(&state);
         tracing::info!(url = %format!("http://{}:{port}", state.config.bind_address), "Atek listening");
@@ -363,10 +386,21 @@ async fn boot(state: Arc<HostState>) {
                 Transport::Rpc,
                 Provider::Host(HostApi::Services),
             ),
+            (
+                api(atek_api::users::ID),
+                Transport::Rpc,
+                Provider::Host(HostApi::Users),
+            ),
+            (
+                api(atek_api::users::SESSIONS_ID),
+                Transport::Rpc,
+                Provider::Host(HostApi::Sessions),
+            ),
         ],
     );
     state.ready.store(true, Ordering::Release);
     tracing::info!("ready");
+    crate::web::setup::offer_first_admin(&state);
 
     let starts = state
         .store

@@ -4,7 +4,9 @@
 //! - [`supervisor`]: starts services, probes readiness, restarts crashes, keeps logs.
 //! - [`installer`]: packages from folders and git repositories, with semver tags and npm.
 //! - [`broker`] and [`gateway`]: routing JSON-RPC calls and WebSockets by API id.
-//! - [`auth`]: bearer tokens to callers.
+//! - [`auth`]: bearer tokens and session cookies to callers.
+//! - `web`: the host's domain and the apps' subdomains in the browser: login, bind-session,
+//!   the app proxy, the main service.
 //! - [`store`]: the installed services' records.
 //! - [`users`]: users, login sessions and the login rate limiter.
 //!
@@ -33,3 +35,4 @@ pub mod store;
 pub mod supervisor;
 pub mod upstream;
 pub mod users;
+pub(crate) mod web;

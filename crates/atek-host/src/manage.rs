@@ -38,7 +38,7 @@ pub enum ManageError {
     /// Not a valid id.
     #[error("invalid id: {0}")]
     BadId(atek_core::IdError),
-    /// Users arrive with the users issue; until then only `system` exists.
+    /// `install`'s `user` names nobody.
     #[error("No user found with the username of {0}")]
     NoSuchUser(String),
     /// The installer failed.
@@ -188,7 +188,7 @@ impl HostState {
             id: stored.record.id.clone(),
             key: stored.key.clone(),
             owner: stored.record.owning_user_key.clone(),
-            owner_admin: stored.record.owning_user_key.is_system(),
+            owner_admin: self.users.is_admin(&stored.record.owning_user_key),
             core: self.is_core(&stored.record.id),
             dir,
             manifest: stored.record.manifest.clone(),

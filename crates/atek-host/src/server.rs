@@ -1,37 +1,42 @@
-//! The HTTP router. Paths under `/_atek/` belong to the host; everything else will be the
-//! apps' (subdomains and the main service arrive with the users issue).
+//! The HTTP server: event loops, connections, and the router of the host's own domain.
+//! Requests are placed by host name first ([`crate::web::handle`]): an app's subdomain
+//! never reaches this router. On the host's domain, paths under `/_atek/` are the host's;
+//! everything else is the user's main service.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::post;
+use axum::routing::{get, post};
 
-use crate::gateway;
 use crate::host::HostState;
+use crate::{gateway, web};
 
-/// The host's routes.
-pub(crate) fn router(state: Arc<HostState>) -> Router {
-    let gateway = post(gateway::rpc::handle).get(gateway::proxy::handle);
-    Router::new()
-        .route("/_atek/gateway", gateway.clone())
-        .route("/_atek/gateway/", gateway)
-        .fallback(fallback)
-        .with_state(state)
+/// What serves requests: the state for subdomains and the router for the host's domain.
+#[derive(Clone)]
+pub(crate) struct Site {
+    state: Arc<HostState>,
+    router: Router,
 }
 
-async fn fallback(uri: axum::http::Uri) -> impl IntoResponse {
-    let json = [(header::CONTENT_TYPE, "application/json")];
-    if uri.path().starts_with("/_atek/") {
-        (
-            StatusCode::NOT_FOUND,
-            json,
-            r#"{"error":true,"message":"Not found"}"#,
+/// The host's routes.
+pub(crate) fn site(state: Arc<HostState>) -> Site {
+    let gateway = post(gateway::rpc::handle)
+        .get(gateway::proxy::handle)
+        .options(gateway::preflight);
+    let login = get(|| async { web::pages::own_page(web::pages::LOGIN) });
+    let router = Router::new()
+        .route("/_atek/gateway", gateway.clone())
+        .route("/_atek/gateway/", gateway)
+        .route("/_atek/login", login.clone())
+        .route("/_atek/login/", login)
+        .route(
+            "/_atek/setup",
+            get(web::setup::page).post(web::setup::create),
         )
-    } else {
-        (StatusCode::OK, json, r#"{"message":"Atek online"}"#)
-    }
+        .route("/_atek/bind-session", get(web::apps::bind_session))
+        .fallback(web::apps::main_service)
+        .with_state(state.clone());
+    Site { state, router }
 }
 
 /// Serves HTTP on `threads` event loops, nginx style: the calling task's runtime is the
@@ -41,7 +46,7 @@ async fn fallback(uri: axum::http::Uri) -> impl IntoResponse {
 /// Returns once `cancel` fired and every thread drained its connections.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
-    router: Router,
+    site: Site,
     cancel: tokio_util::sync::CancellationToken,
     threads: usize,
 ) {
@@ -59,7 +64,7 @@ pub(crate) async fn serve(
                 break;
             }
         };
-        let router = router.clone();
+        let site = site.clone();
         let cancel = cancel.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("atek-http-{index}"))
@@ -74,7 +79,7 @@ pub(crate) async fn serve(
                 crate::upstream::set_thread_index(index);
                 runtime.block_on(async move {
                     match tokio::net::TcpListener::from_std(clone) {
-                        Ok(listener) => accept_loop(listener, router, cancel).await,
+                        Ok(listener) => accept_loop(listener, site, cancel).await,
                         Err(e) => tracing::error!(error = %e, "cannot listen on an HTTP thread"),
                     }
                 });
@@ -88,7 +93,7 @@ pub(crate) async fn serve(
         Ok(listener) => listener,
         Err(e) => return tracing::error!(error = %e, "cannot listen"),
     };
-    accept_loop(listener, router, cancel).await;
+    accept_loop(listener, site, cancel).await;
     for join in joins {
         let _ = tokio::task::spawn_blocking(move || join.join()).await;
     }
@@ -99,11 +104,10 @@ pub(crate) async fn serve(
 /// `TCP_NODELAY` so a small response is never held back waiting for an ACK.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
-    router: Router,
+    site: Site,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
 
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -113,7 +117,7 @@ async fn accept_loop(
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off rather than spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -123,8 +127,20 @@ async fn accept_loop(
             },
             _ = cancel.cancelled() => break,
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = {
+            let site = site.clone();
+            let peer = peer.ip();
+            hyper::service::service_fn(move |req| {
+                let site = site.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        web::handle(site.state, site.router, req, peer).await,
+                    )
+                }
+            })
+        };
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();

@@ -81,12 +81,23 @@ pub enum UpstreamError {
 /// task spawn and no wakeup of another task (hyper-util's pooled client spends both per
 /// request, about a sixth of the gateway's time in a profile). A connection is returned to
 /// the pool only after a complete exchange; one dropped mid-way is closed.
+///
+/// Streamed exchanges ([`Upstream::forward`], the app proxy) use connections of their own,
+/// driven by a task, because their bodies outlive the request handler.
 #[derive(Clone)]
 pub struct Upstream {
     endpoint: Endpoint,
     /// One stack of idle connections per HTTP thread: a connection is driven by the event
     /// loop of the thread that opened it, so it is only ever reused there.
     idle: Arc<[Mutex<Vec<Conn>>]>,
+    /// The same for streamed exchanges.
+    streams: Arc<[Mutex<Vec<StreamConn>>]>,
+}
+
+/// An idle connection for streamed exchanges; a spawned task drives it.
+struct StreamConn {
+    sender: http1::SendRequest<Body>,
+    idle_since: Instant,
 }
 
 /// How many HTTP threads get a pool of their own (more share by index).
@@ -101,7 +112,7 @@ pub(crate) fn set_thread_index(index: usize) {
     THREAD_INDEX.with(|i| i.set(index));
 }
 
-fn thread_pool(pools: &[Mutex<Vec<Conn>>]) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+fn thread_pool<T>(pools: &[Mutex<Vec<T>>]) -> std::sync::MutexGuard<'_, Vec<T>> {
     let index = THREAD_INDEX.with(|i| i.get()) % pools.len();
     pools[index].lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -125,6 +136,7 @@ impl Upstream {
         Self {
             endpoint,
             idle: (0..POOLS).map(|_| Mutex::new(Vec::new())).collect(),
+            streams: (0..POOLS).map(|_| Mutex::new(Vec::new())).collect(),
         }
     }
 
@@ -190,12 +202,131 @@ impl Upstream {
         }
     }
 
+    /// Sends `req` with its body streamed, and returns the answer as soon as its head
+    /// arrives, its body streaming behind. The connection goes back to the pool when that
+    /// body has been read to the end; one abandoned half-way is closed. A pooled connection
+    /// found closed is replaced, and the request sent again only when it was never sent.
+    pub async fn forward(
+        &self,
+        mut req: Request<Body>,
+    ) -> Result<http::Response<Body>, UpstreamError> {
+        loop {
+            let (mut sender, fresh) = match self.checkout_stream() {
+                Some(sender) => (sender, false),
+                None => (self.connect_stream().await?, true),
+            };
+            if let Err(e) = std::future::poll_fn(|cx| sender.poll_ready(cx)).await {
+                if fresh {
+                    return Err(UpstreamError::Http(e));
+                }
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    let body = Body::new(Returning {
+                        body,
+                        back: Some((self.clone(), sender)),
+                    });
+                    return Ok(http::Response::from_parts(parts, body));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !fresh => req = unsent,
+                    _ => return Err(UpstreamError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    fn checkout_stream(&self) -> Option<http1::SendRequest<Body>> {
+        let mut idle = thread_pool(&self.streams);
+        while let Some(conn) = idle.pop() {
+            if conn.idle_since.elapsed() < IDLE_TIMEOUT && !conn.sender.is_closed() {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    fn checkin_stream(&self, sender: http1::SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = thread_pool(&self.streams);
+        while idle
+            .first()
+            .is_some_and(|c| c.idle_since.elapsed() >= IDLE_TIMEOUT)
+        {
+            idle.remove(0);
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push(StreamConn {
+                sender,
+                idle_since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect_stream(&self) -> Result<http1::SendRequest<Body>, UpstreamError> {
+        let (sender, driver) = open::<Body>(&self.endpoint, Upgrades::No).await?;
+        tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                tracing::trace!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
     /// A fresh connection (not pooled) that can be upgraded, for WebSockets. The caller
     /// spawns the driver.
     pub async fn open_upgradable<B: SendBody>(
         &self,
     ) -> Result<(http1::SendRequest<B>, Driver), UpstreamError> {
         open(&self.endpoint, Upgrades::Yes).await
+    }
+}
+
+/// A streamed answer's body: hands its connection back to the pool once read to the end.
+struct Returning {
+    body: hyper::body::Incoming,
+    back: Option<(Upstream, http1::SendRequest<Body>)>,
+}
+
+impl hyper::body::Body for Returning {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled
+            && let Some((upstream, sender)) = self.back.take()
+        {
+            upstream.checkin_stream(sender);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Returning {
+    /// An answer with no body left (empty, or HEAD) may never be polled: the connection is
+    /// still reusable then.
+    fn drop(&mut self) {
+        if let Some((upstream, sender)) = self.back.take()
+            && hyper::body::Body::is_end_stream(&self.body)
+        {
+            upstream.checkin_stream(sender);
+        }
     }
 }
 

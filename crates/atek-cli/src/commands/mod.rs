@@ -7,6 +7,7 @@ pub(crate) mod logs;
 pub(crate) mod ls;
 pub(crate) mod manage;
 pub(crate) mod run;
+pub(crate) mod users;
 
 use std::path::Path;
 

@@ -8,30 +8,95 @@
 
 mod inspect;
 mod services;
+mod sessions;
+mod users;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
 
 use atek_api::jsonrpc::RpcError;
+use axum::http::{HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::broker::HostApi;
 use crate::host::HostState;
+use crate::web::RequestMeta;
+
+/// What a host API call knows of the HTTP request that carried it, and the cookie it may
+/// set on the answer (login, logout).
+#[derive(Debug)]
+pub(crate) struct CallContext<'a> {
+    /// Who calls; None for an anonymous caller.
+    pub(crate) caller: Option<Arc<Caller>>,
+    /// Where the request went and who sent it.
+    pub(crate) meta: Option<&'a RequestMeta>,
+    /// The request's `session` cookie, authenticated or not.
+    pub(crate) session_token: Option<&'a str>,
+    set_cookie: Mutex<Option<HeaderValue>>,
+}
+
+impl<'a> CallContext<'a> {
+    /// The context of one gateway request.
+    pub(crate) fn new(
+        caller: Option<Arc<Caller>>,
+        meta: Option<&'a RequestMeta>,
+        headers: &'a HeaderMap,
+    ) -> Self {
+        Self {
+            caller,
+            meta,
+            session_token: crate::auth::session_cookie(headers),
+            set_cookie: Mutex::new(None),
+        }
+    }
+
+    /// The client's address (loopback when unknown).
+    pub(crate) fn peer(&self) -> IpAddr {
+        self.meta
+            .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |m| m.peer)
+    }
+
+    /// Sets the session cookie on the answer (`None` clears it).
+    pub(crate) fn set_session(&self, host: &HostState, token: Option<&str>) {
+        let site = self
+            .meta
+            .map(|m| m.site.clone())
+            .unwrap_or(crate::web::Site {
+                scheme: "http",
+                port: String::new(),
+                target: crate::web::Target::Main,
+            });
+        *self.set_cookie.lock().unwrap_or_else(|p| p.into_inner()) =
+            crate::web::session_cookie(host, &site, token);
+    }
+
+    /// The cookie to set, once the calls are done.
+    pub(crate) fn take_cookie(&self) -> Option<HeaderValue> {
+        self.set_cookie
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
 
 /// Calls `method` of a host API with the raw params array.
 pub(crate) async fn call(
     host: &HostState,
-    caller: Option<&Caller>,
+    ctx: &CallContext<'_>,
     api: HostApi,
     method: &str,
     params: &str,
 ) -> Result<Value, RpcError> {
     let params = Params::parse(params)?;
-    let Some(caller) = caller else {
-        return Err(RpcError::not_authorized());
-    };
-    match api {
-        HostApi::Inspect => inspect::call(host, caller, method, &params).await,
-        HostApi::Services => services::call(host, caller, method, &params).await,
+    match (api, ctx.caller.as_deref()) {
+        // whoami and login take anonymous callers.
+        (HostApi::Sessions, _) => sessions::call(host, ctx, method, &params).await,
+        (_, None) => Err(RpcError::not_authorized()),
+        (HostApi::Inspect, Some(caller)) => inspect::call(host, caller, method, &params).await,
+        (HostApi::Services, Some(caller)) => services::call(host, caller, method, &params).await,
+        (HostApi::Users, Some(caller)) => users::call(host, caller, method, &params).await,
     }
 }
 

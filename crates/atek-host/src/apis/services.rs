@@ -63,7 +63,10 @@ pub(super) async fn call(
                 None | Some("") => caller.user.clone(),
                 Some(_) if !caller.admin => return Err(RpcError::not_authorized()),
                 Some("system") => UserKey::system(),
-                Some(other) => return Err(general(ManageError::NoSuchUser(other.to_owned()))),
+                Some(name) => match host.users.find_username(name) {
+                    Some(user) => user.key,
+                    None => return Err(general(ManageError::NoSuchUser(name.to_owned()))),
+                },
             };
             to_value(host.install(opts, owner).await.map_err(general)?)
         }

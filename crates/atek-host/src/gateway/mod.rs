@@ -8,13 +8,13 @@
 pub mod proxy;
 pub mod rpc;
 
-use std::sync::Arc;
-
-use axum::http::{HeaderMap, HeaderName, header};
+use atek_api::services::Transport;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::Caller;
+use crate::broker::Provider;
 use crate::host::HostState;
+use crate::web::RequestMeta;
 
 /// The identity headers the host stamps on every forwarded request (reference §3.6).
 pub const AUTH_USER: HeaderName = HeaderName::from_static("atek-auth-user");
@@ -54,6 +54,11 @@ pub enum GatewayError {
     /// The request is not what this endpoint takes.
     #[error("{0}")]
     BadRequest(String),
+    /// A call authenticated by a login cookie from a page of another site.
+    #[error(
+        "Cross-site request refused: a call made with your login cookie must come from the host's own pages or from the app that provides the API"
+    )]
+    CrossSite,
 }
 
 impl IntoResponse for GatewayError {
@@ -84,6 +89,7 @@ impl IntoResponse for GatewayError {
                 plain(StatusCode::BAD_REQUEST, self.to_string())
             }
             Self::NoProxyProvider { .. } => plain(StatusCode::NOT_FOUND, self.to_string()),
+            Self::CrossSite => plain(StatusCode::FORBIDDEN, self.to_string()),
             Self::BadUpstream(_) => plain(StatusCode::BAD_GATEWAY, self.to_string()),
         }
     }
@@ -97,10 +103,95 @@ pub(crate) fn api_param(query: Option<&str>) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// The caller named by the `Authorization` header.
-pub(crate) fn caller_from_headers(host: &HostState, headers: &HeaderMap) -> Option<Arc<Caller>> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    host.auth.resolve_header(value)
+/// What a browser's origin may do at the gateway (see [`crate::web`] on cross-site
+/// requests): the host's own origin and the origin of the app providing the API are
+/// allowed, with credentials.
+#[derive(Debug, Default)]
+pub(crate) struct Cors {
+    /// A call authenticated by cookie alone must be refused.
+    pub(crate) refused: bool,
+    /// The origin to echo in `Access-Control-Allow-Origin`.
+    pub(crate) allow: Option<HeaderValue>,
+}
+
+/// The [`Cors`] of a request to `api`.
+pub(crate) fn cors_origin(
+    host: &HostState,
+    meta: Option<&RequestMeta>,
+    headers: &HeaderMap,
+    api: &str,
+    transport: Transport,
+) -> Cors {
+    // Services and scripts send neither header: nothing to work out on their hot path.
+    let Some(meta) = meta
+        .filter(|_| headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site"))
+    else {
+        return Cors::default();
+    };
+    let domain = &host.config.domain;
+    let main = meta.site.main_origin(domain);
+    let provider = match host.broker.find(api, transport) {
+        Some(Provider::Service(export)) => Some(meta.site.app_origin(domain, export.id.as_str())),
+        _ => None,
+    };
+    let allowed: Vec<&str> = [Some(main.as_str()), provider.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    Cors {
+        refused: crate::web::csrf(&Method::POST, headers, &allowed),
+        allow: headers
+            .get(header::ORIGIN)
+            .filter(|o| allowed.iter().any(|a| a.as_bytes() == o.as_bytes()))
+            .cloned(),
+    }
+}
+
+/// Lets the allowed origin read the answer, with credentials.
+pub(crate) fn add_cors(response: &mut Response, allow: Option<&HeaderValue>) {
+    let Some(origin) = allow else {
+        return;
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// `OPTIONS /_atek/gateway`: the CORS preflight of a browser call from an app's page.
+pub(crate) async fn preflight(
+    axum::extract::State(host): axum::extract::State<std::sync::Arc<HostState>>,
+    req: axum::http::Request<axum::body::Body>,
+) -> Response {
+    let api = api_param(req.uri().query()).unwrap_or_default();
+    let cors = cors_origin(
+        &host,
+        req.extensions().get::<RequestMeta>(),
+        req.headers(),
+        &api,
+        Transport::Rpc,
+    );
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if cors.allow.is_some() {
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type, authorization"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+    add_cors(&mut response, cors.allow.as_ref());
+    response
 }
 
 #[cfg(test)]

@@ -20,9 +20,10 @@ use axum::extract::State;
 use axum::http::{HeaderName, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 
-use super::{GatewayError, api_param, caller_from_headers};
+use super::{GatewayError, api_param};
 use crate::broker::Provider;
 use crate::host::HostState;
+use crate::web::RequestMeta;
 
 /// Handshake headers passed from the client to the service.
 const FORWARDED_REQUEST: [HeaderName; 4] = [
@@ -58,15 +59,27 @@ pub async fn handle(
     }
     let query = req.uri().query().map(str::to_owned);
     let api = api_param(query.as_deref()).ok_or(GatewayError::MissingApi)?;
-    let caller = caller_from_headers(&host, req.headers())
+    let caller = crate::auth::authenticate(&host, req.headers(), &crate::users::Scope::Host)
         .or_else(|| {
             let query = query.as_deref()?;
             let token = form_urlencoded::parse(query.as_bytes())
                 .find(|(k, _)| k == "access_token")
                 .map(|(_, v)| v.into_owned())?;
-            host.auth.resolve_token(&token)
+            let caller = host.auth.resolve_token(&token)?;
+            Some(crate::auth::with_current_role(&host, caller))
         })
         .ok_or(GatewayError::Unauthorized)?;
+    // A WebSocket handshake is a GET, but one a page of any site can make with the cookie.
+    let cors = super::cors_origin(
+        &host,
+        req.extensions().get::<RequestMeta>(),
+        req.headers(),
+        &api,
+        Transport::Proxy,
+    );
+    if caller.session && cors.refused {
+        return Err(GatewayError::CrossSite);
+    }
     let Some(Provider::Service(export)) = host.broker.find(&api, Transport::Proxy) else {
         return Err(GatewayError::NoProxyProvider {
             api: serde_json::Value::from(api).to_string(),
@@ -91,7 +104,10 @@ pub async fn handle(
         .header(header::CONNECTION, "Upgrade")
         .header(header::UPGRADE, "websocket")
         .header(super::AUTH_USER, caller.user.as_str())
-        .header(super::AUTH_SERVICE, caller.service.as_str());
+        .header(
+            super::AUTH_SERVICE,
+            caller.service_for(&export.key).as_str(),
+        );
     for name in FORWARDED_REQUEST {
         if let Some(value) = req.headers().get(&name) {
             upstream_req = upstream_req.header(name, value);
@@ -125,22 +141,33 @@ pub async fn handle(
         .body(Body::empty())
         .map_err(|e| GatewayError::BadUpstream(format!("bad handshake from the service: {e}")))?;
 
-    let client_upgrade = hyper::upgrade::on(&mut req);
-    let service_upgrade = hyper::upgrade::on(upstream_resp);
-    let id = export.id.clone();
+    splice(
+        hyper::upgrade::on(&mut req),
+        hyper::upgrade::on(upstream_resp),
+        export.id.clone(),
+    );
+    Ok(response)
+}
+
+/// Once both sides have switched protocols, copies bytes between them until either ends
+/// (the gateway's proxy transport and WebSockets to apps on their subdomains).
+pub(crate) fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    service: hyper::upgrade::OnUpgrade,
+    id: atek_core::ServiceId,
+) {
     tokio::spawn(async move {
-        let (client, service) = match tokio::try_join!(client_upgrade, service_upgrade) {
+        let (client, service) = match tokio::try_join!(client, service) {
             Ok(pair) => pair,
             Err(e) => {
-                tracing::debug!(service = %id, error = %e, "proxy upgrade failed");
+                tracing::debug!(service = %id, error = %e, "upgrade failed");
                 return;
             }
         };
         let mut client = TokioIo::new(client);
         let mut service = TokioIo::new(service);
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut service).await {
-            tracing::debug!(service = %id, error = %e, "proxy pipe ended");
+            tracing::debug!(service = %id, error = %e, "pipe ended");
         }
     });
-    Ok(response)
 }

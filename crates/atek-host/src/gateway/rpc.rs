@@ -17,11 +17,12 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::value::RawValue;
 
-use super::{GatewayError, api_param, caller_from_headers};
-use crate::auth::Caller;
+use super::{GatewayError, api_param};
+use crate::apis::CallContext;
 use crate::broker::{Provider, ServiceExport};
 use crate::host::HostState;
 use crate::upstream::UpstreamError;
+use crate::web::RequestMeta;
 
 /// The most calls one batch may carry: they run at once, so a large body of tiny calls must
 /// not become tens of thousands of concurrent requests to services.
@@ -41,7 +42,12 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
     let api = api_param(parts.uri.query()).ok_or(GatewayError::MissingApi)?;
-    let caller = caller_from_headers(&host, headers);
+    let caller = crate::auth::authenticate(&host, headers, &crate::users::Scope::Host);
+    let meta = parts.extensions.get::<RequestMeta>();
+    let cors = super::cors_origin(&host, meta, headers, &api, Transport::Rpc);
+    if caller.as_ref().is_some_and(|c| c.session) && cors.refused {
+        return Err(GatewayError::CrossSite);
+    }
     let limit = host.config.max_body_bytes;
     if headers
         .get(header::CONTENT_LENGTH)
@@ -64,6 +70,23 @@ pub async fn handle(
         .to_bytes();
 
     let text = std::str::from_utf8(&bytes).map_err(|_| GatewayError::NotJson)?;
+    let ctx = CallContext::new(caller, meta, headers);
+    let mut response = answer(&host, &ctx, &api, text).await?;
+    if let Some(cookie) = ctx.take_cookie() {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    super::add_cors(&mut response, cors.allow.as_ref());
+    Ok(response)
+}
+
+/// Answers the JSON text of one request or batch.
+async fn answer(
+    host: &HostState,
+    ctx: &CallContext<'_>,
+    api: &str,
+    text: &str,
+) -> Result<Response, GatewayError> {
+    let caller = ctx.caller.as_ref();
     if text.trim_start().starts_with('[') {
         let items: Vec<&RawValue> =
             serde_json::from_str(text).map_err(|_| GatewayError::NotJson)?;
@@ -72,7 +95,7 @@ pub async fn handle(
         let allowed = caller.is_some()
             || requests
                 .iter()
-                .all(|r| r.as_ref().is_some_and(|r| is_anonymous(&api, &r.method)));
+                .all(|r| r.as_ref().is_some_and(|r| is_anonymous(api, &r.method)));
         if !allowed {
             return Err(GatewayError::Unauthorized);
         }
@@ -91,7 +114,7 @@ pub async fn handle(
         }
         let answers = futures_util::future::join_all(requests.iter().map(|r| async {
             match r {
-                Some(r) => call(&host, caller.as_deref(), &api, r).await,
+                Some(r) => call(host, ctx, api, r).await,
                 None => Some(invalid_request()),
             }
         }))
@@ -112,10 +135,10 @@ pub async fn handle(
             Err(GatewayError::Unauthorized)
         };
     };
-    if caller.is_none() && !is_anonymous(&api, &request.method) {
+    if caller.is_none() && !is_anonymous(api, &request.method) {
         return Err(GatewayError::Unauthorized);
     }
-    Ok(match call(&host, caller.as_deref(), &api, &request).await {
+    Ok(match call(host, ctx, api, &request).await {
         Some(body) => json_ok(body),
         None => StatusCode::NO_CONTENT.into_response(),
     })
@@ -153,7 +176,7 @@ fn json_ok(body: String) -> Response {
 /// Routes one request; None for a notification.
 async fn call(
     host: &HostState,
-    caller: Option<&Caller>,
+    ctx: &CallContext<'_>,
     api: &str,
     request: &IncomingRequest<'_>,
 ) -> Option<String> {
@@ -167,11 +190,13 @@ async fn call(
             ),
         )),
         Some(Provider::Host(kind)) => {
-            crate::apis::call(host, caller, kind, &request.method, request.params_array())
+            crate::apis::call(host, ctx, kind, &request.method, request.params_array())
                 .await
                 .map(|value| value.to_string())
         }
-        Some(Provider::Service(export)) => forward(host, caller, &export, api, request).await,
+        Some(Provider::Service(export)) => {
+            forward(host, ctx.caller.as_deref(), &export, api, request).await
+        }
     };
     let id = id?;
     Some(match outcome {
@@ -183,7 +208,7 @@ async fn call(
 /// Sends the call to a service and returns its raw result, or the error to report.
 async fn forward(
     host: &HostState,
-    caller: Option<&Caller>,
+    caller: Option<&crate::auth::Caller>,
     export: &ServiceExport,
     api: &str,
     request: &IncomingRequest<'_>,
@@ -195,9 +220,10 @@ async fn forward(
         .header(header::HOST, "localhost")
         .header(header::CONTENT_TYPE, "application/json");
     if let Some(caller) = caller {
-        req = req
-            .header(super::AUTH_USER, caller.user.as_str())
-            .header(super::AUTH_SERVICE, caller.service.as_str());
+        req = req.header(super::AUTH_USER, caller.user.as_str()).header(
+            super::AUTH_SERVICE,
+            caller.service_for(&export.key).as_str(),
+        );
     }
     let req = req
         .body(Full::new(Bytes::from(body)))

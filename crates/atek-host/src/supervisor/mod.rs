@@ -506,6 +506,7 @@ impl Actor {
             user: self.spec.owner.clone(),
             service: self.spec.key.clone(),
             admin: self.spec.owner_admin,
+            session: false,
         };
         self.shared.auth.add(&token, caller);
         let mut child = match launch.spawn() {
@@ -653,10 +654,16 @@ impl Actor {
     }
 
     fn register(&self, endpoint: &Endpoint) {
+        let upstream = Upstream::new(endpoint.clone());
+        self.shared.broker.register_app(crate::broker::AppRoute {
+            id: self.spec.id.clone(),
+            key: self.spec.key.clone(),
+            owner: self.spec.owner.clone(),
+            upstream: upstream.clone(),
+        });
         let Some(manifest) = &self.spec.manifest else {
             return;
         };
-        let upstream = Upstream::new(endpoint.clone());
         let entries = manifest.exports.iter().filter_map(|export| {
             let path = match export.path().parse::<http::Uri>() {
                 Ok(path) if path.scheme().is_none() && path.path().starts_with('/') => path,

@@ -1,0 +1,575 @@
+//! Apps in the browser: `{id}.{domain}` proxied to the service, the bind-session flow that
+//! gets a login there, and each user's main service at the host's own domain.
+//!
+//! Bind-session (reference §8.1, tightened): a browser without a session on the app's
+//! subdomain is sent to `/_atek/bind-session` on the host's domain, where its host session
+//! is. That mints a token that is single-use, lives 60 seconds and is bound to the session
+//! and the app, and sends the browser back with `?bst=`. The app's subdomain trades it for
+//! a session of its own, valid on that subdomain only and ending with the host session, and
+//! redirects to the same URL without the token, so it never lingers in the address bar or
+//! reaches the app.
+//!
+//! Who may open an app: its owner, any admin, and everybody for apps owned by `system`
+//! (core services).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use atek_core::{ServiceId, UserKey};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+};
+
+use super::{RequestMeta, Site, csrf, pages};
+use crate::auth::{Caller, authenticate};
+use crate::broker::AppRoute;
+use crate::gateway::{AUTH_SERVICE, AUTH_USER};
+use crate::host::HostState;
+use crate::users::Scope;
+
+/// A request on `{id}.{domain}`.
+pub(crate) async fn serve(
+    host: &Arc<HostState>,
+    site: &Site,
+    id: &str,
+    req: Request<Body>,
+    peer: IpAddr,
+) -> Response<Body> {
+    let domain = &host.config.domain;
+    let Ok(id) = id.parse::<ServiceId>() else {
+        return not_installed(id, domain);
+    };
+    let caller = authenticate(host, req.headers(), &Scope::Service(id.clone()));
+    let Ok((stored, _)) = host.find(id.as_str()) else {
+        return not_installed(id.as_str(), domain);
+    };
+    let Some(caller) = caller else {
+        return unauthenticated(host, site, &id, &req);
+    };
+    if !may_open(&caller, &stored.record.owning_user_key) {
+        return not_yours(&id);
+    }
+    let own = site.app_origin(domain, id.as_str());
+    let main = site.main_origin(domain);
+    if caller.session && csrf(req.method(), req.headers(), &[&own, &main]) {
+        return cross_site();
+    }
+    let Some(route) = host.broker.app(&id) else {
+        return down(host, &id);
+    };
+    proxy(host, site, &route, &caller, req, peer).await
+}
+
+/// Who may open an app: see the module docs.
+fn may_open(caller: &Caller, owner: &UserKey) -> bool {
+    caller.admin || owner.is_system() || owner == &caller.user
+}
+
+/// A request on an app's subdomain without a (valid) login: redeem a bind token, or go
+/// and get one.
+fn unauthenticated(
+    host: &HostState,
+    site: &Site,
+    id: &ServiceId,
+    req: &Request<Body>,
+) -> Response<Body> {
+    let query = req.uri().query().unwrap_or("");
+    if let Some(bst) = query_param(query, "bst") {
+        match host.sessions.redeem_bind(&bst, id) {
+            Ok(Some((_, token))) => {
+                let target = without_param(req.uri(), "bst");
+                let mut response = redirect(&target);
+                if let Some(cookie) = super::session_cookie(host, site, Some(token.expose())) {
+                    response.headers_mut().insert(header::SET_COOKIE, cookie);
+                }
+                return response;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save a session");
+                return pages::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Cannot sign you in",
+                    "The host could not save your session. Its log says why.",
+                );
+            }
+        }
+    }
+    let is_read = matches!(*req.method(), Method::GET | Method::HEAD);
+    if !is_read || is_upgrade(req.headers()) {
+        return pages::error(
+            StatusCode::UNAUTHORIZED,
+            "Not signed in",
+            "Open this app in your browser first to sign in.",
+        );
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let path = without_param(&path.parse().unwrap_or_default(), "bst");
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("service", id.as_str())
+        .append_pair("path", &path)
+        .finish();
+    redirect(&format!(
+        "{}/_atek/bind-session?{query}",
+        site.main_origin(&host.config.domain)
+    ))
+}
+
+/// `GET /_atek/bind-session?service=ID&path=P` on the host's domain.
+pub(crate) async fn bind_session(
+    State(host): State<Arc<HostState>>,
+    axum::Extension(meta): axum::Extension<RequestMeta>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let query = req.uri().query().unwrap_or("");
+    let service = query_param(query, "service").unwrap_or_default();
+    let domain = &host.config.domain;
+    let Ok(id) = service.parse::<ServiceId>() else {
+        return not_installed(&service, domain);
+    };
+    let Ok((stored, _)) = host.find(id.as_str()) else {
+        return not_installed(id.as_str(), domain);
+    };
+    let session = crate::auth::session_cookie(req.headers())
+        .filter(|token| host.sessions.resolve(token, &Scope::Host).is_some());
+    let (Some(token), Some(caller)) = (
+        session,
+        authenticate(&host, req.headers(), &Scope::Host).filter(|c| c.session),
+    ) else {
+        let here = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("redirect", here)
+            .finish();
+        return redirect(&format!("/_atek/login?{query}"));
+    };
+    if !may_open(&caller, &stored.record.owning_user_key) {
+        return not_yours(&id);
+    }
+    let path = query_param(query, "path")
+        .filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.starts_with("/\\"))
+        .unwrap_or_else(|| "/".to_owned());
+    let Some(bst) = host.sessions.mint_bind(token, &id) else {
+        return redirect("/_atek/login");
+    };
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let bst: String = form_urlencoded::byte_serialize(bst.as_bytes()).collect();
+    redirect(&format!(
+        "{}{path}{separator}bst={bst}",
+        meta.site.app_origin(domain, id.as_str())
+    ))
+}
+
+/// Everything on the host's domain that is not `/_atek/*`: the user's main service
+/// (reference §8.2).
+pub(crate) async fn main_service(
+    State(host): State<Arc<HostState>>,
+    axum::Extension(meta): axum::Extension<RequestMeta>,
+    req: Request<Body>,
+) -> Response<Body> {
+    if req.uri().path().starts_with("/_atek/") {
+        return json(
+            StatusCode::NOT_FOUND,
+            r#"{"error":true,"message":"Not found"}"#,
+        );
+    }
+    let Some(caller) = authenticate(&host, req.headers(), &Scope::Host) else {
+        if matches!(*req.method(), Method::GET | Method::HEAD) && !is_upgrade(req.headers()) {
+            let here = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let query: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("redirect", here)
+                .finish();
+            return redirect(&format!("/_atek/login?{query}"));
+        }
+        return json(
+            StatusCode::UNAUTHORIZED,
+            crate::gateway::NOT_AUTHORIZED_BODY,
+        );
+    };
+    if !caller.session {
+        return json(StatusCode::OK, r#"{"message":"Atek online"}"#);
+    }
+    let settings = host.users.settings(&caller.user).unwrap_or_default();
+    let main = settings
+        .main_service_id
+        .as_deref()
+        .and_then(|id| id.parse::<ServiceId>().ok());
+    let mut owned_by_other = false;
+    if let Some(id) = &main
+        && let Ok((stored, _)) = host.find(id.as_str())
+    {
+        if stored.record.owning_user_key == caller.user {
+            if let Some(route) = host.broker.app(id) {
+                let main_origin = meta.site.main_origin(&host.config.domain);
+                if csrf(req.method(), req.headers(), &[&main_origin]) {
+                    return cross_site();
+                }
+                return proxy(&host, &meta.site, &route, &caller, req, meta.peer).await;
+            }
+            return down(&host, id);
+        }
+        owned_by_other = true;
+    }
+    let username = host
+        .users
+        .get(&caller.user)
+        .map(|u| u.username)
+        .unwrap_or_default();
+    pages::welcome(&serde_json::json!({
+        "username": username,
+        "userKey": caller.user.as_str(),
+        "defaultMainService": host.config.default_main_service,
+        "ownedByOther": owned_by_other,
+    }))
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never passed on by a proxy.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Forwards one request to an app, streaming both bodies; WebSocket upgrades are relayed.
+async fn proxy(
+    host: &HostState,
+    site: &Site,
+    route: &AppRoute,
+    caller: &Caller,
+    req: Request<Body>,
+    peer: IpAddr,
+) -> Response<Body> {
+    let upgrade = is_upgrade(req.headers());
+    let (mut parts, body) = req.into_parts();
+    let mut headers = std::mem::take(&mut parts.headers);
+    strip_request_headers(&mut headers, caller);
+    let forwarded_host = headers.get(header::HOST).cloned();
+    let user = HeaderValue::from_str(caller.user.as_str());
+    let service = HeaderValue::from_str(caller.service_for(&route.key).as_str());
+    if let (Ok(user), Ok(service)) = (user, service) {
+        headers.insert(AUTH_USER, user);
+        headers.insert(AUTH_SERVICE, service);
+    }
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {peer}"),
+        None => peer.to_string(),
+    };
+    if let Ok(xff) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", xff);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(site.scheme));
+    if let Some(h) = forwarded_host {
+        headers.insert("x-forwarded-host", h);
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse::<Uri>()
+        .unwrap_or_default();
+
+    if upgrade {
+        return relay_upgrade(host, route, parts, path, headers).await;
+    }
+    let mut upstream_req = Request::new(body);
+    *upstream_req.method_mut() = parts.method;
+    *upstream_req.uri_mut() = path;
+    *upstream_req.headers_mut() = headers;
+    let answer = tokio::time::timeout(
+        host.config.gateway_timeout,
+        route.upstream.forward(upstream_req),
+    )
+    .await;
+    match answer {
+        Ok(Ok(mut response)) => {
+            for name in &HOP_BY_HOP {
+                response.headers_mut().remove(name);
+            }
+            response
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(service = %route.id, error = %e, "app unreachable");
+            pages::error(
+                StatusCode::BAD_GATEWAY,
+                &format!("{} did not answer", route.id),
+                &format!(
+                    "The app {} could not be reached ({e}). Check it with `atek ls` and `atek logs {}`.",
+                    route.id, route.id
+                ),
+            )
+        }
+        Err(_) => pages::error(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("{} is too slow", route.id),
+            &format!(
+                "The app {} did not answer within {} (gatewayTimeout).",
+                route.id,
+                humantime::format_duration(host.config.gateway_timeout)
+            ),
+        ),
+    }
+}
+
+/// Removes what an app must never see: hop-by-hop headers, identity headers a client
+/// made up, the host session cookie, and the host token that authenticated the request.
+fn strip_request_headers(headers: &mut HeaderMap, caller: &Caller) {
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("atek-auth-"))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+    if !caller.session {
+        headers.remove(header::AUTHORIZATION);
+    }
+    let cookies: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            !pair.is_empty()
+                && pair.split_once('=').map_or(*pair, |(name, _)| name)
+                    != crate::auth::SESSION_COOKIE
+        })
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !cookies.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&cookies.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// Relays a WebSocket handshake to the app and splices the two connections once it agreed.
+async fn relay_upgrade(
+    host: &HostState,
+    route: &AppRoute,
+    mut parts: axum::http::request::Parts,
+    path: Uri,
+    mut headers: HeaderMap,
+) -> Response<Body> {
+    let failed = |why: String| {
+        pages::error(
+            StatusCode::BAD_GATEWAY,
+            &format!("{} refused the connection", route.id),
+            &why,
+        )
+    };
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    let (mut sender, driver) = match route.upstream.open_upgradable::<Body>().await {
+        Ok(pair) => pair,
+        Err(e) => return failed(format!("The app {} could not be reached: {e}", route.id)),
+    };
+    tokio::spawn(driver);
+    let mut upstream_req = Request::new(Body::empty());
+    *upstream_req.method_mut() = parts.method.clone();
+    *upstream_req.uri_mut() = path;
+    *upstream_req.headers_mut() = headers;
+    let answer = tokio::time::timeout(
+        host.config.gateway_timeout,
+        sender.send_request(upstream_req),
+    )
+    .await;
+    let upstream_resp = match answer {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            return failed(format!(
+                "The app {} broke off the WebSocket handshake: {e}",
+                route.id
+            ));
+        }
+        Err(_) => {
+            return failed(format!(
+                "The app {} did not answer the WebSocket handshake in time",
+                route.id
+            ));
+        }
+    };
+    if upstream_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Not upgraded: an ordinary answer (a 404, say) goes back as it is.
+        return upstream_resp.map(Body::new);
+    }
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *response.headers_mut() = upstream_resp.headers().clone();
+    let Some(client) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return failed("this connection cannot switch protocols".to_owned());
+    };
+    let service = hyper::upgrade::on(upstream_resp);
+    crate::gateway::proxy::splice(client, service, route.id.clone());
+    response
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// The first value of `name` in a query string, decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `uri`'s path and query without the parameter `name`.
+fn without_param(uri: &Uri, name: &str) -> String {
+    let path = uri.path();
+    let Some(query) = uri.query() else {
+        return path.to_owned();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !pair.is_empty() && key != name
+        })
+        .collect();
+    if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::FOUND;
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn json(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn not_installed(id: &str, domain: &str) -> Response<Body> {
+    pages::error(
+        StatusCode::NOT_FOUND,
+        "No such app",
+        &format!(
+            "No app is installed at {id}.{domain}. Check the address, or install the app first."
+        ),
+    )
+}
+
+fn not_yours(id: &ServiceId) -> Response<Body> {
+    pages::error(
+        StatusCode::FORBIDDEN,
+        "Not your app",
+        &format!("The app {id} belongs to another user. Ask them or an admin to share it."),
+    )
+}
+
+fn cross_site() -> Response<Body> {
+    pages::error(
+        StatusCode::FORBIDDEN,
+        "Cross-site request refused",
+        "This request came from another site and would have used your Atek login. If you meant it, do it from the app's own page.",
+    )
+}
+
+/// The 502 page of an installed app that is not running, with its state.
+fn down(host: &HostState, id: &ServiceId) -> Response<Body> {
+    let state = host.supervisor.state(id).unwrap_or_default();
+    let mut why = format!("The app {id} is {}", state.status.as_str());
+    if let Some(reason) = &state.reason {
+        why.push_str(&format!(": {reason}"));
+    }
+    why.push_str(&format!(
+        ". Start it with `atek start {id}`, and see `atek logs {id}` for what happened."
+    ));
+    pages::error(
+        StatusCode::BAD_GATEWAY,
+        &format!("{id} is not running"),
+        &why,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bst_is_removed_from_the_target() {
+        let uri: Uri = "/x?y=1&bst=abc&z=2".parse().unwrap();
+        assert_eq!(without_param(&uri, "bst"), "/x?y=1&z=2");
+        let uri: Uri = "/x?bst=abc".parse().unwrap();
+        assert_eq!(without_param(&uri, "bst"), "/x");
+        let uri: Uri = "/x".parse().unwrap();
+        assert_eq!(without_param(&uri, "bst"), "/x");
+    }
+
+    #[test]
+    fn apps_never_see_host_credentials_or_forged_identity() {
+        let mut headers = HeaderMap::new();
+        headers.insert("atek-auth-user", "system".parse().unwrap());
+        headers.insert("Atek-Auth-Service", "x".parse().unwrap());
+        headers.append(header::COOKIE, "a=1; session=secret".parse().unwrap());
+        headers.append(header::COOKIE, "b=2".parse().unwrap());
+        headers.insert(header::AUTHORIZATION, "Bearer app-own".parse().unwrap());
+        headers.insert(header::CONNECTION, "keep-alive".parse().unwrap());
+        let session = Caller::session("u1".parse().unwrap(), false);
+        strip_request_headers(&mut headers, &session);
+        assert!(!headers.contains_key("atek-auth-user"));
+        assert!(!headers.contains_key("atek-auth-service"));
+        assert!(!headers.contains_key(header::CONNECTION));
+        assert_eq!(headers.get(header::COOKIE).unwrap(), "a=1; b=2");
+        assert_eq!(
+            headers.get(header::AUTHORIZATION).unwrap(),
+            "Bearer app-own"
+        );
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "Bearer host-token".parse().unwrap());
+        headers.insert(header::COOKIE, "session=only".parse().unwrap());
+        strip_request_headers(&mut headers, &Caller::system());
+        assert!(!headers.contains_key(header::AUTHORIZATION));
+        assert!(!headers.contains_key(header::COOKIE));
+    }
+
+    #[test]
+    fn who_may_open() {
+        let alice: UserKey = "alice1".parse().unwrap();
+        let bob: UserKey = "bob1".parse().unwrap();
+        let session = Caller::session(alice.clone(), false);
+        assert!(may_open(&session, &alice));
+        assert!(may_open(&session, &UserKey::system()));
+        assert!(!may_open(&session, &bob));
+        assert!(may_open(&Caller::session(alice, true), &bob));
+    }
+}

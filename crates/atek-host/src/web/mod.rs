@@ -1,0 +1,295 @@
+//! What a browser meets: the host's domain and the apps' subdomains.
+//!
+//! Every request is first placed by its `Host` header ([`Site`]): `{id}.{domain}` belongs to
+//! the app `id`, whole ([`apps`]: the bind-session flow, then a streaming reverse proxy with
+//! WebSockets); anything else is the host's own domain, served by the router of
+//! [`crate::server`]: the gateway, the login and setup pages, `bind-session`, and at every
+//! other path the user's main service.
+//!
+//! Cookies and cross-site requests:
+//! - the `session` cookie is `HttpOnly; Path=/` with an absolute lifetime (`sessionTtl`).
+//!   On `localhost` (and `*.localhost`) it is `SameSite=None; Secure`: `localhost` and
+//!   `hello.localhost` are different *sites*, so an app framed by the main page is a
+//!   cross-site frame and only a `None` cookie reaches it, and browsers treat
+//!   `http://localhost` as a secure context, so `Secure` cookies work there without TLS.
+//!   Over TLS (`X-Forwarded-Proto: https` from a proxy on loopback) it is `SameSite=Lax;
+//!   Secure`: under a real domain the host and its apps are one site, so `Lax` reaches
+//!   framed apps and keeps cross-site requests out. Plain HTTP under another name gets
+//!   `SameSite=Lax` (a `Secure` cookie would be dropped there).
+//! - [`csrf`]: a request authenticated only by that cookie, with a method that can change
+//!   something (not GET, HEAD or OPTIONS), is refused unless the browser says it comes from
+//!   the same origin (`Sec-Fetch-Site: same-origin`/`none`) or its `Origin` is the host's own
+//!   or that of the app it reaches (for the gateway: the app providing the API). Clients that
+//!   send neither header are not browsers and pass.
+
+pub(crate) mod apps;
+pub(crate) mod pages;
+pub(crate) mod setup;
+
+use std::net::IpAddr;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, header};
+
+use crate::host::HostState;
+
+/// Where a request is going, from its `Host` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Site {
+    /// `http`, or `https` behind a TLS proxy on loopback.
+    pub(crate) scheme: &'static str,
+    /// `:8480`, or empty when the `Host` header names no port.
+    pub(crate) port: String,
+    /// The host's domain or one app.
+    pub(crate) target: Target,
+}
+
+/// The host's own domain, or an app's subdomain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The host's domain (or an address or name that is not one of its subdomains).
+    Main,
+    /// `{id}.{domain}`: the id as written (it may contain dots: `core.adb`).
+    App(String),
+}
+
+/// What the dispatcher learnt about a request, for the handlers behind the router.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestMeta {
+    /// Where it is going.
+    pub(crate) site: Site,
+    /// The client's address.
+    pub(crate) peer: IpAddr,
+}
+
+impl Site {
+    /// Places a request for the host serving `domain`.
+    pub(crate) fn of(domain: &str, headers: &HeaderMap, peer: IpAddr) -> Self {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let (name, port) = split_port(host);
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let target = match name.strip_suffix(domain) {
+            Some(sub) if !sub.is_empty() => match sub.strip_suffix('.') {
+                Some(id) if !id.is_empty() => Target::App(id.to_owned()),
+                _ => Target::Main,
+            },
+            _ => Target::Main,
+        };
+        let tls = peer.is_loopback()
+            && headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        Self {
+            scheme: if tls { "https" } else { "http" },
+            port: port.map(|p| format!(":{p}")).unwrap_or_default(),
+            target,
+        }
+    }
+
+    /// The origin of the host's own pages (`http://localhost:8480`).
+    pub(crate) fn main_origin(&self, domain: &str) -> String {
+        format!("{}://{domain}{}", self.scheme, self.port)
+    }
+
+    /// The origin of app `id` (`http://hello.localhost:8480`).
+    pub(crate) fn app_origin(&self, domain: &str, id: &str) -> String {
+        format!("{}://{id}.{domain}{}", self.scheme, self.port)
+    }
+}
+
+/// `name:port` → (`name`, `Some(port)`); IPv6 literals keep their brackets.
+fn split_port(host: &str) -> (&str, Option<&str>) {
+    if let Some(end) = host.strip_prefix('[').and_then(|_| host.find(']')) {
+        let (name, rest) = host.split_at(end + 1);
+        return (name, rest.strip_prefix(':'));
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (name, Some(port))
+        }
+        _ => (host, None),
+    }
+}
+
+/// The `Set-Cookie` value for a session (`None` clears it), with the attributes of the
+/// module docs.
+pub(crate) fn session_cookie(
+    host: &HostState,
+    site: &Site,
+    token: Option<&str>,
+) -> Option<HeaderValue> {
+    use cookie::{Cookie, SameSite};
+    let domain = &host.config.domain;
+    let localhost = domain == "localhost" || domain.ends_with(".localhost");
+    let tls = site.scheme == "https";
+    let mut cookie = Cookie::new(crate::auth::SESSION_COOKIE, token.unwrap_or("").to_owned());
+    cookie.set_path("/");
+    cookie.set_http_only(true);
+    match token {
+        Some(_) => cookie.set_max_age(cookie::time::Duration::seconds(
+            i64::try_from(host.sessions.ttl().as_secs()).unwrap_or(i64::MAX),
+        )),
+        // `Max-Age=0` and an `Expires` in the past: clients that only know one still drop it.
+        None => cookie.make_removal(),
+    }
+    if localhost {
+        cookie.set_same_site(SameSite::None);
+        cookie.set_secure(true);
+    } else {
+        cookie.set_same_site(SameSite::Lax);
+        cookie.set_secure(tls);
+    }
+    HeaderValue::from_str(&cookie.to_string()).ok()
+}
+
+/// True when a cookie-authenticated request must be refused as cross-site: see the module
+/// docs. `allowed` are the origins besides the browser's own word for it.
+pub(crate) fn csrf(method: &Method, headers: &HeaderMap, allowed: &[&str]) -> bool {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    let fetch_site = headers.get("sec-fetch-site").map(HeaderValue::as_bytes);
+    if matches!(fetch_site, Some(b"same-origin" | b"none")) {
+        return false;
+    }
+    match headers.get(header::ORIGIN) {
+        Some(origin) => !allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()),
+        // A browser that calls the request cross-site but names no origin is refused.
+        None => fetch_site.is_some(),
+    }
+}
+
+/// Dispatches one request: an app's subdomain to [`apps::serve`], the rest to `router`.
+pub(crate) async fn handle(
+    host: std::sync::Arc<HostState>,
+    router: axum::Router,
+    mut req: Request<hyper::body::Incoming>,
+    peer: IpAddr,
+) -> Response<Body> {
+    use tower::ServiceExt;
+    let site = Site::of(&host.config.domain, req.headers(), peer);
+    if let Target::App(id) = &site.target {
+        let id = id.clone();
+        return apps::serve(&host, &site, &id, req.map(Body::new), peer).await;
+    }
+    req.extensions_mut().insert(RequestMeta { site, peer });
+    match router.oneshot(req.map(Body::new)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(host: &str) -> Site {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, host.parse().unwrap());
+        Site::of("localhost", &headers, IpAddr::from([127, 0, 0, 1]))
+    }
+
+    #[test]
+    fn hosts_are_placed() {
+        assert_eq!(site("localhost:8480").target, Target::Main);
+        assert_eq!(site("localhost:8480").port, ":8480");
+        assert_eq!(site("localhost").port, "");
+        assert_eq!(
+            site("hello.localhost:8480").target,
+            Target::App("hello".into())
+        );
+        assert_eq!(
+            site("Core.ADB.localhost.").target,
+            Target::App("core.adb".into())
+        );
+        assert_eq!(site("127.0.0.1:9").target, Target::Main);
+        assert_eq!(site("[::1]:9").target, Target::Main);
+        assert_eq!(site("[::1]:9").port, ":9");
+        assert_eq!(site("notlocalhost").target, Target::Main);
+        assert_eq!(site(".localhost").target, Target::Main);
+        assert_eq!(site("").target, Target::Main);
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "photos.atek.example.com".parse().unwrap());
+        let s = Site::of("atek.example.com", &headers, IpAddr::from([10, 0, 0, 1]));
+        assert_eq!(s.target, Target::App("photos".into()));
+        assert_eq!(
+            s.app_origin("atek.example.com", "photos"),
+            "http://photos.atek.example.com"
+        );
+    }
+
+    #[test]
+    fn tls_is_believed_from_loopback_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "localhost".parse().unwrap());
+        headers.insert("x-forwarded-proto", "https".parse().unwrap());
+        assert_eq!(
+            Site::of("localhost", &headers, IpAddr::from([127, 0, 0, 1])).scheme,
+            "https"
+        );
+        assert_eq!(
+            Site::of("localhost", &headers, IpAddr::from([10, 0, 0, 2])).scheme,
+            "http"
+        );
+    }
+
+    #[test]
+    fn csrf_rule() {
+        let allowed = ["http://localhost:8480", "http://hello.localhost:8480"];
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            h
+        };
+        let post = Method::POST;
+        assert!(!csrf(
+            &Method::GET,
+            &headers(&[("origin", "http://evil")]),
+            &allowed
+        ));
+        assert!(!csrf(&post, &headers(&[]), &allowed), "not a browser");
+        assert!(!csrf(
+            &post,
+            &headers(&[("sec-fetch-site", "same-origin")]),
+            &allowed
+        ));
+        assert!(!csrf(
+            &post,
+            &headers(&[("origin", "http://hello.localhost:8480")]),
+            &allowed
+        ));
+        assert!(csrf(
+            &post,
+            &headers(&[("origin", "http://evil.example")]),
+            &allowed
+        ));
+        assert!(csrf(&post, &headers(&[("origin", "null")]), &allowed));
+        assert!(csrf(
+            &post,
+            &headers(&[("sec-fetch-site", "cross-site")]),
+            &allowed
+        ));
+        assert!(csrf(
+            &post,
+            &headers(&[
+                ("sec-fetch-site", "same-site"),
+                ("origin", "http://other.localhost:8480")
+            ]),
+            &allowed
+        ));
+    }
+
+    #[test]
+    fn ports_split() {
+        assert_eq!(split_port("a:1"), ("a", Some("1")));
+        assert_eq!(split_port("a"), ("a", None));
+        assert_eq!(split_port("a:"), ("a:", None));
+        assert_eq!(split_port("[::1]"), ("[::1]", None));
+    }
+}
