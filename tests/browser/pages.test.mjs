@@ -205,7 +205,7 @@ btest('welcome: shows the user, installs the app, sets it as main service, reloa
   // A good one: install -> updateSettings(userKey, {mainServiceId}) -> reload.
   stub.calls = []
   stub.gateway = (req, api) => {
-    if (req.method === 'install') return { ...rpcResult(req, { id: 'home-app-2', status: 'active' }), delay: 300 }
+    if (req.method === 'install') return { ...rpcResult(req, { key: 'a86927a75fcdb1a2', status: 'active', settings: { id: 'home-app-2', owningUserKey: '0123456789abcdef', sourceUrl: 'https://example.com/home-app' } }), delay: 300 }
     if (req.method === 'updateSettings') return rpcResult(req, req.params[1])
     return rpcError(req, -32601, 'Method not found')
   }
