@@ -134,7 +134,11 @@ btest('logging in shows the main service, and its cross-site iframe of hello-app
   // alice's key: the session cookie works in a cross-site frame.
   const frame = page.frameLocator('#f')
   try {
-    await waitForText(frame.locator('#who'), `hello ${ALICE.key}`, { timeout: 30000, message: 'hello-app inside the iframe to greet alice' })
+    await waitForText(frame.locator('#who'), `hello ${ALICE.key}`, {
+      timeout: 30000,
+      message: 'hello-app inside the iframe to greet alice',
+      failIf: () => aliceCtx.atekEvents.some((e) => e.includes('ERR_TOO_MANY_REDIRECTS')) && 'net::ERR_TOO_MANY_REDIRECTS in the iframe'
+    })
   } catch (err) {
     if (aliceCtx.atekEvents.some((e) => e.includes('ERR_TOO_MANY_REDIRECTS'))) {
       const cookies = await aliceCtx.cookies()

@@ -137,9 +137,14 @@ export async function screenshot (page, name, opts = {}) {
   return file
 }
 
-/** Polls the text of `locator` until it equals `want` (after trimming); returns it. */
-export async function waitForText (locator, want, { timeout = 20000, message } = {}) {
+/**
+ * Polls the text of `locator` until it equals `want` (after trimming); returns it. `failIf()`,
+ * when given, is checked first at each poll: a truthy answer stops the wait at once.
+ */
+export async function waitForText (locator, want, { timeout = 20000, message, failIf } = {}) {
   return waitFor(async () => {
+    const stop = failIf && failIf()
+    if (stop) throw Object.assign(new Error(String(stop)), { fatal: true })
     const t = (await locator.textContent({ timeout: 1000 }))?.trim()
     if (t === want) return t
     throw new Error(`text is ${JSON.stringify(t)}`)
