@@ -191,6 +191,38 @@ btest('an anonymous visit to an app\'s subdomain logs in and comes back to the s
   await closeContext(ctx)
 })
 
+btest('an unknown app\'s subdomain shows the "No such app" page', async () => {
+  const ctx = await context()
+  const page = await ctx.newPage()
+  const res = await page.goto(appUrl('no-such-app', '/x'))
+  assert.equal(res.status(), 404)
+  await page.getByText('No app is installed at no-such-app.localhost').waitFor()
+  await screenshot(page, 'no-such-app')
+  await closeContext(ctx)
+})
+
+btest('a stopped app shows a 502 page naming it, and works again once started', async () => {
+  await scenario()
+  assert.ok(aliceCtx, 'needs the logged-in context')
+  const services = host.client('atek.cloud/services-api')
+  await services.stop('hello-app')
+  try {
+    const page = await aliceCtx.newPage()
+    const res = await page.goto(appUrl('hello-app'))
+    assert.equal(res.status(), 502)
+    await page.getByText('hello-app is stopped').waitFor()
+    await screenshot(page, 'app-stopped')
+    await page.close()
+  } finally {
+    await services.start('hello-app')
+    host.trackPid((await services.get('hello-app')).pid)
+  }
+  const page = await aliceCtx.newPage()
+  await page.goto(appUrl('hello-app'))
+  await waitForText(page.locator('#who'), `hello ${ALICE.key}`)
+  await page.close()
+})
+
 btest('a user without a main service sees the welcome page, and can log out', async () => {
   await scenario()
   const ctx = await context()
@@ -229,6 +261,48 @@ btest('the welcome page installs the home app and shows it', async () => {
   host.trackPid(info.pid)
   assert.equal(info.settings.owningUserKey, BOB.key, 'installed for bob')
   await closeContext(ctx)
+})
+
+btest('another user\'s app shows the "Not your app" page', async () => {
+  await scenario()
+  const ctx = await context()
+  const page = await ctx.newPage()
+  await page.goto(`${base}/_atek/login`)
+  await submitLogin(page, BOB)
+  await page.waitForURL(`${base}/`)
+  const res = await page.goto(appUrl('hello-app'))
+  assert.equal(res.status(), 403)
+  await page.getByText('The app hello-app belongs to another user').waitFor()
+  assert.equal(new URL(page.url()).host, `localhost:${host.port}`, 'stopped at bind-session on the main domain')
+  await screenshot(page, 'not-your-app')
+  await closeContext(ctx)
+})
+
+btest('logging out also ends the app sessions bound to it', async () => {
+  await scenario()
+  assert.ok(aliceCtx, 'needs the logged-in context')
+  const page = await aliceCtx.newPage()
+  await page.goto(`${base}/`)
+  await waitForText(page.locator('#title'), 'frame-app')
+  // frame-app has no logout button: call the sessions API from its (same-origin) page.
+  const answer = await page.evaluate(async () => {
+    const res = await fetch('/_atek/gateway?api=atek.cloud/user-sessions-api', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'logout', params: [] })
+    })
+    return { status: res.status, body: await res.json() }
+  })
+  assert.equal(answer.status, 200, JSON.stringify(answer))
+  assert.equal(answer.body.error, undefined, JSON.stringify(answer))
+  await page.goto(`${base}/`)
+  await page.waitForURL((u) => u.pathname.startsWith('/_atek/login'))
+  // The hello-app.localhost cookie is still in the browser, but its session died with the parent.
+  await page.goto(appUrl('hello-app'))
+  await page.waitForURL((u) => u.host === `localhost:${host.port}` && u.pathname.startsWith('/_atek/login'),
+    { message: 'hello-app sends a logged-out user to the login page' })
+  await page.close()
 })
 
 // Last on this host: failures may slow down later logins from this address (back-off).
