@@ -148,11 +148,12 @@ btest('logging in shows the main service, and its cross-site iframe of hello-app
         `cookies the browser kept: ${JSON.stringify(cookies.map((c) => [c.domain, c.sameSite, c.secure, c.partitionKey ?? null]))}\n` + err.message
     }
     throw err
+  } finally {
+    await screenshot(page, 'framed-app').catch(() => {})
   }
   const helloFrame = page.frames().find((f) => f.url().startsWith(appUrl('hello-app')))
   assert.ok(helloFrame, `a frame on ${appUrl('hello-app')}; frames: ${page.frames().map((f) => f.url()).join(', ')}`)
   assert.equal(new URL(helloFrame.url()).searchParams.has('bst'), false, 'the bind-session token is removed from the URL')
-  await screenshot(page, 'framed-app')
 
   const cookies = await aliceCtx.cookies()
   const main = cookies.find((c) => c.name === 'session' && c.domain === 'localhost')
