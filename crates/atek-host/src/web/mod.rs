@@ -12,6 +12,8 @@
 //!   `hello.localhost` are different *sites*, so an app framed by the main page is a
 //!   cross-site frame and only a `None` cookie reaches it, and browsers treat
 //!   `http://localhost` as a secure context, so `Secure` cookies work there without TLS.
+//!   An app's own cookie is also `Partitioned` (CHIPS): set inside the main page's frame it
+//!   is a third-party cookie, which Chromium drops unless it is partitioned.
 //!   Over TLS (`X-Forwarded-Proto: https` from a proxy on loopback) it is `SameSite=Lax;
 //!   Secure`: under a real domain the host and its apps are one site, so `Lax` reaches
 //!   framed apps and keeps cross-site requests out. Plain HTTP under another name gets
@@ -138,6 +140,13 @@ pub(crate) fn session_cookie(
     if localhost {
         cookie.set_same_site(SameSite::None);
         cookie.set_secure(true);
+        // An app's cookie is often set inside the main page's frame, where it is a
+        // third-party cookie, which browsers that block those drop unless it is partitioned
+        // (CHIPS): kept for that top-level site only. The host's own cookie stays
+        // unpartitioned: apps' pages call the gateway with it.
+        if matches!(site.target, Target::App(_)) {
+            cookie.set_partitioned(true);
+        }
     } else {
         cookie.set_same_site(SameSite::Lax);
         cookie.set_secure(tls);
