@@ -203,6 +203,13 @@ describe('isolation between users', () => {
     assert.equal(own.json.headers['atek-auth-user'], users.alice.user.key)
     assert.equal(own.json.headers['atek-auth-service'], apps['alice-app'].key)
     assert.ok(!/(^|;\s*)session=/.test(own.json.headers.cookie ?? ''), 'the session cookie reached the main service')
+    // CSRF applies to the main service too
+    const evil = await req(host, { method: 'POST', path: '/form', cookie: users.alice.cookie, body: 'a=1', headers: { 'content-type': 'application/x-www-form-urlencoded', origin: 'http://evil.example' } })
+    assert.equal(evil.status, 403, `cross-site POST to the main service: ${evil.status}`)
+    assert.equal(evil.json?.serviceKey, undefined, 'the cross-site POST reached the main service')
+    const same = await req(host, { method: 'POST', path: '/form', cookie: users.alice.cookie, body: 'a=1', headers: { 'content-type': 'application/x-www-form-urlencoded', origin: `http://${mainHost(host)}` } })
+    assert.equal(same.status, 200, same.text.slice(0, 200))
+    assert.equal(same.json.body, 'a=1')
     // pointed at bob's app: not proxied (the welcome page instead)
     await typedUsers(host).updateSettings(users.alice.user.key, { mainServiceId: 'bob-app' })
     const foreign = await req(host, { hostHeader: mainHost(host), path: '/', cookie: users.alice.cookie })

@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 
 import { UserSession as UserSessionClass } from '@atek-cloud/user-sessions-api'
-import { fetch as cookieFetch } from '@atek-cloud/node-fetch-cookies'
+import { fetch as cookieFetch, Cookie } from '@atek-cloud/node-fetch-cookies'
 import { ajv } from '@atek-cloud/node-rpc'
 
 import { startHost, testWithHost, removeTempDirs, waitFor, sleep, install, fixtureUrl } from './lib/host.mjs'
@@ -159,6 +159,18 @@ describe('user sessions', () => {
       assertSessionCookie(r.setCookie, 'login')
     })
 
+    test('the main-domain cookies parse with the original node-fetch-cookies (login, logout)', async () => {
+      const r = await login(host, 'alice', alicePw)
+      const c = new Cookie(r.setCookie.raw, `${mainOrigin(host)}/_atek/gateway`)
+      assert.equal(c.name, 'session')
+      assert.equal(c.value, r.cookie)
+      assert.equal(c.path, '/')
+      assert.ok(c.expiry instanceof Date && c.expiry > new Date())
+      const out = await gateway(host, SESSIONS_API, 'logout', [], { cookie: r.cookie })
+      const cleared = new Cookie(sessionSetCookie(out).raw, `${mainOrigin(host)}/_atek/gateway`)
+      assert.ok(cleared.expiry instanceof Date && cleared.expiry <= new Date(), 'the logout cookie must be expired')
+    })
+
     test('whoami before and after login; every login is a new session', async () => {
       assert.deepEqual(await whoami(host), { isActive: false })
       const c1 = await loginOk(host, 'alice', alicePw)
@@ -188,6 +200,16 @@ describe('user sessions', () => {
         assert.equal(r.setCookie, undefined, `no session cookie on a failed login: ${r.res.headers['set-cookie']}`)
       }
       assert.ok(await loginOk(host, 'alice', alicePw), 'the right password still works')
+    })
+
+    test('malformed login params: a JSON-RPC param error (-32001), never an HTTP error or a cookie', async () => {
+      for (const params of [[], ['alice'], [null], [{ username: 'alice' }], [{ username: 5, password: 6 }]]) {
+        await paceLogin(host)
+        const r = await gateway(host, SESSIONS_API, 'login', params)
+        assert.equal(r.status, 200, `${JSON.stringify(params)}: ${r.status} ${r.text}`)
+        assert.equal(r.json?.error?.code, -32001, `${JSON.stringify(params)}: ${r.text}`)
+        assert.equal(sessionSetCookie(r), undefined)
+      }
     })
 
     test('logout clears the cookie (Max-Age=0) and the old cookie no longer works', async () => {

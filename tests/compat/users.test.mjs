@@ -12,7 +12,7 @@ import {
   startHost, fixtureUrl, install, getService, procEnv, rpcError, testWithHost, removeTempDirs, waitFor
 } from './lib/host.mjs'
 import {
-  USERS_API, typedUsers, createUser, gateway, call, loginOk, login, randomPassword, req
+  USERS_API, typedUsers, createUser, gateway, call, loginOk, login, randomPassword, req, whoami
 } from './lib/users.mjs'
 
 let host
@@ -308,6 +308,34 @@ describe('users-api', () => {
       const e = await rpcError(typedUsers(host, 'Bearer ' + aliceToken).list())
       assert.equal(e.message, 'Not authorized')
     })
+  })
+
+  test('a role change applies at once to existing sessions; a rename keeps them (whoami shows the new name)', async () => {
+    const users = typedUsers(host)
+    const p = pw()
+    const hank = await users.create({ username: 'hank', password: p })
+    const cookie = await loginOk(host, 'hank', p)
+    const list = () => gateway(host, USERS_API, 'list', [], { cookie })
+    assert.equal((await list()).json?.error?.message, 'Not authorized')
+    await users.update(hank.key, { role: 'admin' })
+    assert.ok((await list()).json?.result?.users, 'promoted: the existing cookie should act as admin')
+    await users.update(hank.key, { role: '' })
+    assert.deepEqual((await list()).json?.error, { code: -32003, message: 'Not authorized' }, 'demoted: the existing cookie must lose admin rights at once')
+    // renaming (also to another case of the same name) is not a conflict with oneself
+    assert.equal((await users.update(hank.key, { username: 'Hank' })).username, 'Hank')
+    assert.equal((await users.update(hank.key, { username: 'henry' })).username, 'henry')
+    assert.deepEqual(await whoami(host, { cookie }), { isActive: true, username: 'henry' })
+    await users.delete(hank.key)
+  })
+
+  test('/_atek/setup is closed once users exist, even when they were made through users-api', async () => {
+    const line = host.hostOutput().split('\n').find((l) => l.includes('/_atek/setup?token='))
+    assert.ok(line, 'the host printed a setup link when it started without users')
+    const token = /token=([^\s)]+)/.exec(line)[1]
+    const r = await req(host, { method: 'POST', path: '/_atek/setup', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token, username: 'late', password: pw() }) })
+    assert.equal(r.status, 403, r.text)
+    assert.equal(r.json?.error, true)
+    assert.ok(!(await typedUsers(host).list()).users.some((u) => u.username === 'late'))
   })
 
   test('passwords never leave the host: replies, state/users.json (argon2id), host output', async () => {

@@ -203,8 +203,14 @@ export class BrowserJar extends CookieJar {
     yield * super.cookiesValidForRequest(u.href)
   }
 
-  /** As in browsers, a cookie set with Max-Age=0 (or a past Expires) is dropped at once. */
+  /**
+   * As in browsers, a cookie set with Max-Age=0 (or a past Expires) is dropped at once. And
+   * `Partitioned` (CHIPS, which the host puts on apps' cookies on localhost) is understood:
+   * node-fetch-cookies 2.0.4 rejects the whole cookie for that unknown attribute, while a
+   * browser visiting the app as the top-level site keeps it as an ordinary cookie.
+   */
   addCookie (cookie, fromURL) {
+    if (typeof cookie === 'string') cookie = cookie.split('; ').filter((p) => p.toLowerCase() !== 'partitioned').join('; ')
     const added = super.addCookie(cookie, fromURL)
     for (const byName of this.cookies.values()) {
       for (const [name, c] of byName) if (c.expiry && c.expiry.getTime() <= Date.now()) byName.delete(name)
