@@ -60,14 +60,19 @@ pub(crate) fn authenticate(
     scope: &crate::users::Scope,
 ) -> Option<Arc<Caller>> {
     if let Some(caller) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| host.auth.resolve_header(v))
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| host.auth.resolve_header(v))
     {
         return Some(with_current_role(host, caller));
     }
-    let token = session_cookie(headers)?;
-    let user = host.sessions.resolve(token, scope)?;
+    let name = cookie_name(scope);
+    // Every value is tried (a few at most): a stale or planted cookie of the same name sent
+    // first must not hide a valid one.
+    let user = cookie_values(headers, name)
+        .take(4)
+        .find_map(|token| host.sessions.resolve(token, scope))?;
     // A session outliving its user (deleted between the two reads) is no session.
     host.users.get(&user)?;
     let admin = host.users.is_admin(&user);
@@ -91,22 +96,36 @@ pub(crate) fn with_current_role(host: &crate::host::HostState, caller: Arc<Calle
     }
 }
 
-/// The value of the `session` cookie, if the request carries one.
-pub(crate) fn session_cookie(headers: &http::HeaderMap) -> Option<&str> {
+/// The values of the cookies called `name` in the request, in order.
+pub(crate) fn cookie_values<'a>(
+    headers: &'a http::HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == SESSION_COOKIE).then(|| value.trim_matches('"'))
+        .filter_map(move |pair| {
+            let (n, value) = pair.trim().split_once('=')?;
+            (n == name).then(|| value.trim_matches('"'))
         })
         .filter(|v| !v.is_empty())
 }
 
-/// The session cookie's name (the original's).
+/// The host's session cookie on its own domain (the original's name).
 pub const SESSION_COOKIE: &str = "session";
+/// The session cookie on an app's subdomain. Not `session`: an app may well have a cookie of
+/// that name of its own (Flask's and Express's defaults), which it keeps.
+pub const APP_SESSION_COOKIE: &str = "atek-session";
+
+/// The session cookie's name for `scope`.
+pub(crate) fn cookie_name(scope: &crate::users::Scope) -> &'static str {
+    match scope {
+        crate::users::Scope::Host => SESSION_COOKIE,
+        crate::users::Scope::Service(_) => APP_SESSION_COOKIE,
+    }
+}
 
 /// The token registry.
 #[derive(Debug, Default)]
@@ -194,22 +213,19 @@ mod tests {
     }
 
     #[test]
-    fn session_cookie_is_found_among_others() {
-        let mut headers = http::HeaderMap::new();
-        headers.append(
-            http::header::COOKIE,
-            "a=1; session=abc; b=2".parse().unwrap(),
-        );
-        assert_eq!(session_cookie(&headers), Some("abc"));
-        let mut headers = http::HeaderMap::new();
-        headers.append(http::header::COOKIE, "a=1".parse().unwrap());
-        headers.append(http::header::COOKIE, "session=xyz".parse().unwrap());
-        assert_eq!(session_cookie(&headers), Some("xyz"));
-        let mut headers = http::HeaderMap::new();
-        headers.append(
-            http::header::COOKIE,
-            "sessionx=1; session=".parse().unwrap(),
-        );
-        assert_eq!(session_cookie(&headers), None);
+    fn every_session_cookie_is_found() {
+        let values = |cookies: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for c in cookies {
+                headers.append(http::header::COOKIE, c.parse().unwrap());
+            }
+            cookie_values(&headers, SESSION_COOKIE)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values(&["a=1; session=abc; b=2"]), ["abc"]);
+        assert_eq!(values(&["a=1", "session=xyz"]), ["xyz"]);
+        assert_eq!(values(&["session=junk; session=good"]), ["junk", "good"]);
+        assert!(values(&["sessionx=1; session="]).is_empty());
     }
 }

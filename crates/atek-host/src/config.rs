@@ -79,6 +79,12 @@ pub struct Config {
     /// logout, a password change or the user's deletion. Default `30days`.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// Whether users who are not admins may install services (and change where an installed
+    /// one comes from). A service runs with the host's rights, so until services are
+    /// sandboxed, a user who can install one can read everything the host can: its tokens,
+    /// every account. Default `false`: only admins install; everyone gets
+    /// `defaultMainService`.
+    pub users_may_install: bool,
 }
 
 /// One entry of `coreServices`.
@@ -121,6 +127,7 @@ impl Default for Config {
             node_path: PathBuf::from("node"),
             http_threads: 0,
             session_ttl: Duration::from_secs(30 * 24 * 3600),
+            users_may_install: false,
         }
     }
 }

@@ -139,6 +139,8 @@ pub struct HostState {
     pub(crate) limiter: crate::users::LoginLimiter,
     /// The first-admin link's token, while there are no users.
     pub(crate) setup_token: std::sync::Mutex<Option<String>>,
+    /// Bind tokens waiting for the browser they were minted for.
+    pub(crate) pending_binds: crate::web::apps::PendingBinds,
     /// This state itself, for work that outlives a request (installing a new user's main
     /// service).
     me: std::sync::Weak<HostState>,
@@ -259,6 +261,7 @@ impl Host {
             sessions,
             limiter: crate::users::LoginLimiter::new(),
             setup_token: std::sync::Mutex::new(None),
+            pending_binds: Default::default(),
             me: me.clone(),
             ready: AtomicBool::new(false),
         });

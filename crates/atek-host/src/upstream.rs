@@ -238,14 +238,14 @@ impl Upstream {
         }
     }
 
+    /// An idle connection that can take a request now. One whose answer is done but whose
+    /// request body is still being sent (an app that answered an upload early) is not
+    /// ready: it stays in the pool rather than hold up a request that picks it.
     fn checkout_stream(&self) -> Option<http1::SendRequest<Body>> {
         let mut idle = thread_pool(&self.streams);
-        while let Some(conn) = idle.pop() {
-            if conn.idle_since.elapsed() < IDLE_TIMEOUT && !conn.sender.is_closed() {
-                return Some(conn.sender);
-            }
-        }
-        None
+        idle.retain(|c| c.idle_since.elapsed() < IDLE_TIMEOUT && !c.sender.is_closed());
+        let ready = idle.iter().rposition(|c| c.sender.is_ready())?;
+        Some(idle.remove(ready).sender)
     }
 
     fn checkin_stream(&self, sender: http1::SendRequest<Body>) {

@@ -9,7 +9,7 @@
 mod inspect;
 mod services;
 mod sessions;
-mod users;
+pub(crate) mod users;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
@@ -32,8 +32,10 @@ pub(crate) struct CallContext<'a> {
     pub(crate) caller: Option<Arc<Caller>>,
     /// Where the request went and who sent it.
     pub(crate) meta: Option<&'a RequestMeta>,
-    /// The request's `session` cookie, authenticated or not.
-    pub(crate) session_token: Option<&'a str>,
+    /// The request's `session` cookie values, authenticated or not.
+    pub(crate) session_tokens: Vec<&'a str>,
+    /// The client's address as a proxy on loopback reports it (`X-Forwarded-For`).
+    forwarded_for: Option<IpAddr>,
     set_cookie: Mutex<Option<HeaderValue>>,
 }
 
@@ -47,15 +49,30 @@ impl<'a> CallContext<'a> {
         Self {
             caller,
             meta,
-            session_token: crate::auth::session_cookie(headers),
+            session_tokens: crate::auth::cookie_values(headers, crate::auth::SESSION_COOKIE)
+                .take(4)
+                .collect(),
+            forwarded_for: headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|v| v.trim().parse().ok()),
             set_cookie: Mutex::new(None),
         }
     }
 
-    /// The client's address (loopback when unknown).
+    /// The client's address (loopback when unknown). Behind a reverse proxy on loopback
+    /// (the TLS set-up the README describes) every peer is loopback: the client is then
+    /// the one the proxy names last in `X-Forwarded-For`, so one client's failed logins do
+    /// not lock everyone out.
     pub(crate) fn peer(&self) -> IpAddr {
-        self.meta
-            .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |m| m.peer)
+        let peer = self
+            .meta
+            .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |m| m.peer);
+        match self.forwarded_for {
+            Some(client) if peer.to_canonical().is_loopback() => client,
+            _ => peer,
+        }
     }
 
     /// Sets the session cookie on the answer (`None` clears it).

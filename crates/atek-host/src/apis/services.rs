@@ -25,6 +25,17 @@ fn owned(host: &HostState, caller: &Caller, id: &str) -> Result<(StoredService, 
     }
 }
 
+/// Installing runs code with the host's rights: admins only, unless `usersMayInstall`.
+fn may_install(host: &HostState, caller: &Caller) -> Result<(), RpcError> {
+    if caller.admin || host.config.users_may_install {
+        Ok(())
+    } else {
+        Err(RpcError::general(
+            "Only an admin may install services on this host: a service runs with the host's rights. Ask an admin, or have them set usersMayInstall in config.json",
+        ))
+    }
+}
+
 pub(super) async fn call(
     host: &HostState,
     caller: &Caller,
@@ -52,6 +63,7 @@ pub(super) async fn call(
             to_value(host.info(&stored, core))
         }
         "install" => {
+            may_install(host, caller)?;
             let opts: InstallOpts = params.object(0)?;
             if opts.source_url.is_empty() {
                 return Err(RpcError::param(
@@ -88,7 +100,14 @@ pub(super) async fn call(
         "configure" => {
             let id = params.string(0)?;
             let opts: ConfigureOpts = params.object(1)?;
-            owned(host, caller, id)?;
+            let (stored, _) = owned(host, caller, id)?;
+            if opts
+                .source_url
+                .as_deref()
+                .is_some_and(|url| url != stored.record.source_url)
+            {
+                may_install(host, caller)?;
+            }
             host.configure(id, opts).await.map_err(general)?;
             Ok(Value::Null)
         }

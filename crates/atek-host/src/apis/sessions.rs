@@ -50,7 +50,7 @@ pub(super) async fn call(
             if ctx.caller.is_none() {
                 return Err(RpcError::not_authorized());
             }
-            if let Some(token) = ctx.session_token {
+            for token in &ctx.session_tokens {
                 host.sessions.revoke(token).map_err(|e| {
                     tracing::error!(error = %e, "cannot save the sessions");
                     RpcError::general("The host could not end the session; its log says why")

@@ -69,11 +69,7 @@ pub(super) async fn call(
             let new: NewUser = params.object(0)?;
             let user = host.users.create(new).await.map_err(failed)?;
             tracing::info!(user = %user.key, "user created");
-            if !host.config.default_main_service.is_empty()
-                && let Some(host) = host.me()
-            {
-                tokio::spawn(install_main_service(host, user.key.clone()));
-            }
+            new_user_main_service(host, &user.key);
             to_value(user)
         }
         "update" => {
@@ -122,6 +118,15 @@ fn end_sessions(host: &HostState, key: &UserKey) {
         Ok(n) if n > 0 => tracing::info!(user = %key, sessions = n, "sessions ended"),
         Ok(_) => {}
         Err(e) => tracing::error!(user = %key, error = %e, "cannot save the sessions"),
+    }
+}
+
+/// Installs `defaultMainService`, if set, for the new user `user` in the background.
+pub(crate) fn new_user_main_service(host: &HostState, user: &UserKey) {
+    if !host.config.default_main_service.is_empty()
+        && let Some(host) = host.me()
+    {
+        tokio::spawn(install_main_service(host, user.clone()));
     }
 }
 

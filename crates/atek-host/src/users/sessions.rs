@@ -488,14 +488,21 @@ fn enforce_caps(sessions: &mut HashMap<Digest, Session>, added: &Digest) {
     let user = new.user.clone();
     let parent = new.parent;
     let spared = |d: &Digest| d == added || Some(*d) == parent;
+    // App sessions go first: losing one costs a redirect, losing a login costs a password
+    // (and many app sessions pile up easily: one per app per browser).
     while sessions.values().filter(|s| s.user == user).count() > MAX_SESSIONS_PER_USER {
-        let Some(victim) = oldest(sessions, |d, s| s.user == user && !spared(d)) else {
+        let Some(victim) = oldest(sessions, |d, s| {
+            s.user == user && !spared(d) && s.parent.is_some()
+        })
+        .or_else(|| oldest(sessions, |d, s| s.user == user && !spared(d))) else {
             break;
         };
         remove_with_children(sessions, &victim);
     }
     while sessions.len() > MAX_SESSIONS {
-        let Some(victim) = oldest(sessions, |d, _| !spared(d)) else {
+        let Some(victim) = oldest(sessions, |d, s| !spared(d) && s.parent.is_some())
+            .or_else(|| oldest(sessions, |d, _| !spared(d)))
+        else {
             break;
         };
         remove_with_children(sessions, &victim);

@@ -2,18 +2,22 @@
 //! gets a login there, and each user's main service at the host's own domain.
 //!
 //! Bind-session (reference §8.1, tightened): a browser without a session on the app's
-//! subdomain is sent to `/_atek/bind-session` on the host's domain, where its host session
-//! is. That mints a token that is single-use, lives 60 seconds and is bound to the session
-//! and the app, and sends the browser back with `?bst=`. The app's subdomain trades it for
-//! a session of its own, valid on that subdomain only and ending with the host session, and
-//! redirects to the same URL without the token, so it never lingers in the address bar or
-//! reaches the app.
+//! subdomain gets a random nonce in a short-lived `atek-bind` cookie there and is sent to
+//! `/_atek/bind-session` on the host's domain, where its host session is. That mints a token
+//! that is single-use, lives 60 seconds and is bound to the session, the app and the nonce,
+//! and sends the browser back with `?bst=`. The app's subdomain trades it, only together with
+//! the nonce cookie (so nobody can plant their own login in someone else's browser with a
+//! link), for a session of its own (`atek-session`), valid on that subdomain only and ending
+//! with the host session. Any `bst` is taken out of the URL with a redirect, so it never
+//! lingers in the address bar or reaches the app.
 //!
 //! Who may open an app: its owner, any admin, and everybody for apps owned by `system`
 //! (core services).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use atek_core::{ServiceId, UserKey};
 use axum::body::Body;
@@ -22,7 +26,9 @@ use axum::http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
 };
 
-use super::{RequestMeta, Site, csrf, pages};
+use subtle::ConstantTimeEq;
+
+use super::{RequestMeta, Site, Target, csrf, is_upgrade, location, pages, set_cookie};
 use crate::auth::{Caller, authenticate};
 use crate::broker::AppRoute;
 use crate::gateway::{AUTH_SERVICE, AUTH_USER};
@@ -38,28 +44,65 @@ pub(crate) async fn serve(
     peer: IpAddr,
 ) -> Response<Body> {
     let domain = &host.config.domain;
+    let home = format!("{}/", site.main_origin(domain));
     let Ok(id) = id.parse::<ServiceId>() else {
-        return not_installed(id, domain);
+        return not_installed(id, domain, &home);
     };
-    let caller = authenticate(host, req.headers(), &Scope::Service(id.clone()));
     let Ok((stored, _)) = host.find(id.as_str()) else {
-        return not_installed(id.as_str(), domain);
+        return not_installed(id.as_str(), domain, &home);
     };
-    let Some(caller) = caller else {
+    if let Some(bst) = query_param(req.uri().query().unwrap_or(""), BIND_PARAM) {
+        return redeem(host, site, &id, req.uri(), req.headers(), &bst).await;
+    }
+    let Some(caller) = authenticate(host, req.headers(), &Scope::Service(id.clone())) else {
         return unauthenticated(host, site, &id, &req);
     };
     if !may_open(&caller, &stored.record.owning_user_key) {
-        return not_yours(&id);
+        return not_yours(&id, &home);
     }
     let own = site.app_origin(domain, id.as_str());
     let main = site.main_origin(domain);
     if caller.session && csrf(req.method(), req.headers(), &[&own, &main]) {
-        return cross_site();
+        return cross_site(&home);
     }
     let Some(route) = host.broker.app(&id) else {
-        return down(host, &id);
+        return down(host, &id, &home);
     };
     proxy(host, site, &route, &caller, req, peer).await
+}
+
+/// The query parameter carrying a bind token.
+const BIND_PARAM: &str = "bst";
+/// The cookie holding a browser's bind nonce on an app's subdomain.
+const BIND_COOKIE: &str = "atek-bind";
+/// How long a browser has to come back from bind-session.
+const BIND_NONCE_TTL: Duration = Duration::from_secs(120);
+/// Bind tokens awaiting their browser, at most.
+const MAX_PENDING_BINDS: usize = 10_000;
+
+/// Bind tokens minted and not yet redeemed, with the nonce of the browser they were minted
+/// for. In memory only: a restart in the middle of a sign-in just asks for another.
+#[derive(Debug, Default)]
+pub(crate) struct PendingBinds(Mutex<HashMap<String, (String, Instant)>>);
+
+impl PendingBinds {
+    fn insert(&self, bst: String, nonce: String) {
+        let mut pending = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        pending.retain(|_, (_, at)| now.duration_since(*at) < BIND_NONCE_TTL);
+        if pending.len() < MAX_PENDING_BINDS {
+            pending.insert(bst, (nonce, now));
+        }
+    }
+
+    fn take(&self, bst: &str) -> Option<String> {
+        let (nonce, at) = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(bst)?;
+        (at.elapsed() < BIND_NONCE_TTL).then_some(nonce)
+    }
 }
 
 /// Who may open an app: see the module docs.
@@ -67,61 +110,99 @@ fn may_open(caller: &Caller, owner: &UserKey) -> bool {
     caller.admin || owner.is_system() || owner == &caller.user
 }
 
-/// A request on an app's subdomain without a (valid) login: redeem a bind token, or go
-/// and get one.
+/// A request on an app's subdomain carrying `?bst=`: trade it for a session when it was
+/// minted for this browser, and in any case go to the same URL without it.
+async fn redeem(
+    host: &Arc<HostState>,
+    site: &Site,
+    id: &ServiceId,
+    uri: &Uri,
+    headers: &HeaderMap,
+    bst: &str,
+) -> Response<Body> {
+    let domain = &host.config.domain;
+    let target = location(
+        &site.app_origin(domain, id.as_str()),
+        &without_param(uri, BIND_PARAM),
+        &[],
+    );
+    let mut response = redirect(&target);
+    let nonce = host.pending_binds.take(bst);
+    let ours = nonce.is_some_and(|nonce| {
+        crate::auth::cookie_values(headers, BIND_COOKIE)
+            .any(|v| bool::from(v.as_bytes().ct_eq(nonce.as_bytes())))
+    });
+    if ours {
+        let (state, bst, service) = (host.clone(), bst.to_owned(), id.clone());
+        // The session file is written and synced: off the event loop.
+        let redeemed =
+            tokio::task::spawn_blocking(move || state.sessions.redeem_bind(&bst, &service)).await;
+        match redeemed {
+            Ok(Ok(Some((_, token)))) => {
+                if let Some(cookie) = super::session_cookie(host, site, Some(token.expose())) {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot save a session");
+                return pages::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Cannot sign you in",
+                    "The host could not save your session. Its log says why.",
+                    &format!("{}/", site.main_origin(domain)),
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "session task failed"),
+        }
+    }
+    if let Some(clear) = set_cookie(host, site, BIND_COOKIE, None, Duration::ZERO) {
+        response.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    response
+}
+
+/// A request on an app's subdomain without a (valid) login: a read goes to get one.
 fn unauthenticated(
     host: &HostState,
     site: &Site,
     id: &ServiceId,
     req: &Request<Body>,
 ) -> Response<Body> {
-    let query = req.uri().query().unwrap_or("");
-    if let Some(bst) = query_param(query, "bst") {
-        match host.sessions.redeem_bind(&bst, id) {
-            Ok(Some((_, token))) => {
-                let target = without_param(req.uri(), "bst");
-                let mut response = redirect(&target);
-                if let Some(cookie) = super::session_cookie(host, site, Some(token.expose())) {
-                    response.headers_mut().insert(header::SET_COOKIE, cookie);
-                }
-                return response;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "cannot save a session");
-                return pages::error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Cannot sign you in",
-                    "The host could not save your session. Its log says why.",
-                );
-            }
-        }
-    }
+    let domain = &host.config.domain;
     let is_read = matches!(*req.method(), Method::GET | Method::HEAD);
     if !is_read || is_upgrade(req.headers()) {
         return pages::error(
             StatusCode::UNAUTHORIZED,
             "Not signed in",
             "Open this app in your browser first to sign in.",
+            &format!("{}/", site.main_origin(domain)),
         );
     }
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let path = without_param(&path.parse().unwrap_or_default(), "bst");
-    let query: String = form_urlencoded::Serializer::new(String::new())
-        .append_pair("service", id.as_str())
-        .append_pair("path", &path)
-        .finish();
-    redirect(&format!(
-        "{}/_atek/bind-session?{query}",
-        site.main_origin(&host.config.domain)
-    ))
+    let nonce = atek_core::BearerToken::generate();
+    let path = without_param(req.uri(), BIND_PARAM);
+    let mut response = redirect(&location(
+        &site.main_origin(domain),
+        "/_atek/bind-session",
+        &[
+            ("service", id.as_str()),
+            ("path", &path),
+            ("nonce", nonce.expose()),
+        ],
+    ));
+    if let Some(cookie) = set_cookie(
+        host,
+        site,
+        BIND_COOKIE,
+        Some(nonce.expose()),
+        BIND_NONCE_TTL,
+    ) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
-/// `GET /_atek/bind-session?service=ID&path=P` on the host's domain.
+/// `GET /_atek/bind-session?service=ID&path=P&nonce=N` on the host's domain.
 pub(crate) async fn bind_session(
     State(host): State<Arc<HostState>>,
     axum::Extension(meta): axum::Extension<RequestMeta>,
@@ -131,37 +212,51 @@ pub(crate) async fn bind_session(
     let service = query_param(query, "service").unwrap_or_default();
     let domain = &host.config.domain;
     let Ok(id) = service.parse::<ServiceId>() else {
-        return not_installed(&service, domain);
+        return not_installed(&service, domain, "/");
     };
     let Ok((stored, _)) = host.find(id.as_str()) else {
-        return not_installed(id.as_str(), domain);
+        return not_installed(id.as_str(), domain, "/");
     };
-    let session = crate::auth::session_cookie(req.headers())
-        .filter(|token| host.sessions.resolve(token, &Scope::Host).is_some());
+    let nonce = query_param(query, "nonce").filter(|n| !n.is_empty() && n.len() <= 128);
+    let Some(nonce) = nonce else {
+        return pages::error(
+            StatusCode::BAD_REQUEST,
+            "Incomplete sign-in link",
+            &format!(
+                "Open the app's own address, {}/, to sign in to it.",
+                meta.site.app_origin(domain, id.as_str())
+            ),
+            "/",
+        );
+    };
+    let session = crate::auth::cookie_values(req.headers(), crate::auth::SESSION_COOKIE)
+        .take(4)
+        .find(|token| host.sessions.resolve(token, &Scope::Host).is_some());
     let (Some(token), Some(caller)) = (
         session,
         authenticate(&host, req.headers(), &Scope::Host).filter(|c| c.session),
     ) else {
         let here = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("redirect", here)
-            .finish();
-        return redirect(&format!("/_atek/login?{query}"));
+        return redirect(&location(
+            &meta.site.main_origin(domain),
+            "/_atek/login",
+            &[("redirect", here)],
+        ));
     };
     if !may_open(&caller, &stored.record.owning_user_key) {
-        return not_yours(&id);
+        return not_yours(&id, "/");
     }
     let path = query_param(query, "path")
-        .filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.starts_with("/\\"))
+        .filter(|p| p.starts_with('/'))
         .unwrap_or_else(|| "/".to_owned());
     let Some(bst) = host.sessions.mint_bind(token, &id) else {
         return redirect("/_atek/login");
     };
-    let separator = if path.contains('?') { '&' } else { '?' };
-    let bst: String = form_urlencoded::byte_serialize(bst.as_bytes()).collect();
-    redirect(&format!(
-        "{}{path}{separator}bst={bst}",
-        meta.site.app_origin(domain, id.as_str())
+    host.pending_binds.insert(bst.clone(), nonce);
+    redirect(&location(
+        &meta.site.app_origin(domain, id.as_str()),
+        &path,
+        &[(BIND_PARAM, &bst)],
     ))
 }
 
@@ -181,10 +276,11 @@ pub(crate) async fn main_service(
     let Some(caller) = authenticate(&host, req.headers(), &Scope::Host) else {
         if matches!(*req.method(), Method::GET | Method::HEAD) && !is_upgrade(req.headers()) {
             let here = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            let query: String = form_urlencoded::Serializer::new(String::new())
-                .append_pair("redirect", here)
-                .finish();
-            return redirect(&format!("/_atek/login?{query}"));
+            return redirect(&location(
+                &meta.site.main_origin(&host.config.domain),
+                "/_atek/login",
+                &[("redirect", here)],
+            ));
         }
         return json(
             StatusCode::UNAUTHORIZED,
@@ -200,20 +296,31 @@ pub(crate) async fn main_service(
         .as_deref()
         .and_then(|id| id.parse::<ServiceId>().ok());
     let mut owned_by_other = false;
+    let mut not_running = None;
     if let Some(id) = &main
         && let Ok((stored, _)) = host.find(id.as_str())
     {
-        if stored.record.owning_user_key == caller.user {
-            if let Some(route) = host.broker.app(id) {
-                let main_origin = meta.site.main_origin(&host.config.domain);
-                if csrf(req.method(), req.headers(), &[&main_origin]) {
-                    return cross_site();
-                }
-                return proxy(&host, &meta.site, &route, &caller, req, meta.peer).await;
+        if stored.record.owning_user_key != caller.user {
+            owned_by_other = true;
+        } else if let Some(route) = host.broker.app(id) {
+            let main_origin = meta.site.main_origin(&host.config.domain);
+            if csrf(req.method(), req.headers(), &[&main_origin]) {
+                return cross_site("/");
             }
-            return down(&host, id);
+            // A service worker on the host's own origin would see every host page,
+            // the login page included: the main service may not install one.
+            if req.headers().contains_key("service-worker") {
+                return pages::error(
+                    StatusCode::FORBIDDEN,
+                    "Service worker refused",
+                    "Your home app runs on Atek's own address, where it may not install a service worker.",
+                    "/",
+                );
+            }
+            return proxy(&host, &meta.site, &route, &caller, req, meta.peer).await;
+        } else {
+            not_running = Some(host.supervisor.state(id).unwrap_or_default());
         }
-        owned_by_other = true;
     }
     let username = host
         .users
@@ -225,6 +332,8 @@ pub(crate) async fn main_service(
         "userKey": caller.user.as_str(),
         "defaultMainService": host.config.default_main_service,
         "ownedByOther": owned_by_other,
+        "mainService": main.as_ref().map(|id| id.as_str()),
+        "mainServiceStatus": not_running.as_ref().map(|s| s.status.as_str()),
     }))
 }
 
@@ -252,7 +361,7 @@ async fn proxy(
     let upgrade = is_upgrade(req.headers());
     let (mut parts, body) = req.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
-    strip_request_headers(&mut headers, caller);
+    strip_request_headers(&mut headers, caller, &site.target, upgrade);
     let forwarded_host = headers.get(header::HOST).cloned();
     let user = HeaderValue::from_str(caller.user.as_str());
     let service = HeaderValue::from_str(caller.service_for(&route.key).as_str());
@@ -260,7 +369,12 @@ async fn proxy(
         headers.insert(AUTH_USER, user);
         headers.insert(AUTH_SERVICE, service);
     }
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    // A proxy in front on loopback has its say; anyone else's X-Forwarded-For is replaced.
+    let earlier = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| peer.to_canonical().is_loopback());
+    let xff = match earlier {
         Some(earlier) => format!("{earlier}, {peer}"),
         None => peer.to_string(),
     };
@@ -292,9 +406,7 @@ async fn proxy(
     .await;
     match answer {
         Ok(Ok(mut response)) => {
-            for name in &HOP_BY_HOP {
-                response.headers_mut().remove(name);
-            }
+            strip_hop_by_hop(response.headers_mut());
             response
         }
         Ok(Err(e)) => {
@@ -303,9 +415,10 @@ async fn proxy(
                 StatusCode::BAD_GATEWAY,
                 &format!("{} did not answer", route.id),
                 &format!(
-                    "The app {} could not be reached ({e}). Check it with `atek ls` and `atek logs {}`.",
+                    "The app {} could not be reached ({e}). Its owner can check it with: atek ls, and atek logs {}.",
                     route.id, route.id
                 ),
+                &home_of(host, site),
             )
         }
         Err(_) => pages::error(
@@ -316,19 +429,43 @@ async fn proxy(
                 route.id,
                 humantime::format_duration(host.config.gateway_timeout)
             ),
+            &home_of(host, site),
         ),
     }
 }
 
-/// Removes what an app must never see: hop-by-hop headers, identity headers a client
-/// made up, the host session cookie, and the host token that authenticated the request.
-fn strip_request_headers(headers: &mut HeaderMap, caller: &Caller) {
-    for name in &HOP_BY_HOP {
+/// The host's link on a page served at `site`.
+fn home_of(host: &HostState, site: &Site) -> String {
+    format!("{}/", site.main_origin(&host.config.domain))
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1), and those the `Connection` header
+/// names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
         headers.remove(name);
     }
+}
+
+/// Removes what an app must never see: hop-by-hop headers, identity headers a client made
+/// up (also spelt with `_`, which some servers read as `-`), the host's cookies, and the host
+/// token that authenticated the request.
+fn strip_request_headers(headers: &mut HeaderMap, caller: &Caller, target: &Target, upgrade: bool) {
+    strip_hop_by_hop(headers);
+    if !upgrade {
+        headers.remove(header::UPGRADE);
+    }
+    headers.remove(header::FORWARDED);
     let forged: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("atek-auth-"))
+        .filter(|k| k.as_str().replace('_', "-").starts_with("atek-auth-"))
         .cloned()
         .collect();
     for name in forged {
@@ -337,6 +474,15 @@ fn strip_request_headers(headers: &mut HeaderMap, caller: &Caller) {
     if !caller.session {
         headers.remove(header::AUTHORIZATION);
     }
+    // On an app's subdomain its own `session` cookie is its business.
+    let host_cookies: &[&str] = match target {
+        Target::App(_) => &[crate::auth::APP_SESSION_COOKIE, BIND_COOKIE],
+        Target::Main => &[
+            crate::auth::SESSION_COOKIE,
+            crate::auth::APP_SESSION_COOKIE,
+            BIND_COOKIE,
+        ],
+    };
     let cookies: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()
@@ -345,8 +491,7 @@ fn strip_request_headers(headers: &mut HeaderMap, caller: &Caller) {
         .map(str::trim)
         .filter(|pair| {
             !pair.is_empty()
-                && pair.split_once('=').map_or(*pair, |(name, _)| name)
-                    != crate::auth::SESSION_COOKIE
+                && !host_cookies.contains(&pair.split_once('=').map_or(*pair, |(name, _)| name))
         })
         .map(str::to_owned)
         .collect();
@@ -371,12 +516,24 @@ async fn relay_upgrade(
             StatusCode::BAD_GATEWAY,
             &format!("{} refused the connection", route.id),
             &why,
+            "/",
         )
     };
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    let (mut sender, driver) = match route.upstream.open_upgradable::<Body>().await {
-        Ok(pair) => pair,
-        Err(e) => return failed(format!("The app {} could not be reached: {e}", route.id)),
+    let opened = tokio::time::timeout(
+        host.config.gateway_timeout,
+        route.upstream.open_upgradable::<Body>(),
+    )
+    .await;
+    let (mut sender, driver) = match opened {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return failed(format!("The app {} could not be reached: {e}", route.id)),
+        Err(_) => {
+            return failed(format!(
+                "The app {} did not accept a connection in time",
+                route.id
+            ));
+        }
     };
     tokio::spawn(driver);
     let mut upstream_req = Request::new(Body::empty());
@@ -405,7 +562,9 @@ async fn relay_upgrade(
     };
     if upstream_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Not upgraded: an ordinary answer (a 404, say) goes back as it is.
-        return upstream_resp.map(Body::new);
+        let mut response = upstream_resp.map(Body::new);
+        strip_hop_by_hop(response.headers_mut());
+        return response;
     }
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -416,16 +575,6 @@ async fn relay_upgrade(
     let service = hyper::upgrade::on(upstream_resp);
     crate::gateway::proxy::splice(client, service, route.id.clone());
     response
-}
-
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// The first value of `name` in a query string, decoded.
@@ -477,46 +626,50 @@ fn json(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
-fn not_installed(id: &str, domain: &str) -> Response<Body> {
+fn not_installed(id: &str, domain: &str, home: &str) -> Response<Body> {
     pages::error(
         StatusCode::NOT_FOUND,
         "No such app",
         &format!(
             "No app is installed at {id}.{domain}. Check the address, or install the app first."
         ),
+        home,
     )
 }
 
-fn not_yours(id: &ServiceId) -> Response<Body> {
+fn not_yours(id: &ServiceId, home: &str) -> Response<Body> {
     pages::error(
         StatusCode::FORBIDDEN,
         "Not your app",
-        &format!("The app {id} belongs to another user. Ask them or an admin to share it."),
+        &format!("The app {id} belongs to another user. Ask its owner or an admin."),
+        home,
     )
 }
 
-fn cross_site() -> Response<Body> {
+fn cross_site(home: &str) -> Response<Body> {
     pages::error(
         StatusCode::FORBIDDEN,
         "Cross-site request refused",
         "This request came from another site and would have used your Atek login. If you meant it, do it from the app's own page.",
+        home,
     )
 }
 
 /// The 502 page of an installed app that is not running, with its state.
-fn down(host: &HostState, id: &ServiceId) -> Response<Body> {
+fn down(host: &HostState, id: &ServiceId, home: &str) -> Response<Body> {
     let state = host.supervisor.state(id).unwrap_or_default();
     let mut why = format!("The app {id} is {}", state.status.as_str());
     if let Some(reason) = &state.reason {
         why.push_str(&format!(": {reason}"));
     }
     why.push_str(&format!(
-        ". Start it with `atek start {id}`, and see `atek logs {id}` for what happened."
+        ". Its owner can start it again (atek start {id}) and see what happened (atek logs {id})."
     ));
     pages::error(
         StatusCode::BAD_GATEWAY,
         &format!("{id} is not running"),
         &why,
+        home,
     )
 }
 
@@ -543,12 +696,27 @@ mod tests {
         headers.append(header::COOKIE, "b=2".parse().unwrap());
         headers.insert(header::AUTHORIZATION, "Bearer app-own".parse().unwrap());
         headers.insert(header::CONNECTION, "keep-alive".parse().unwrap());
+        headers.insert("atek_auth_user", "system".parse().unwrap());
+        headers.append(
+            header::COOKIE,
+            "atek-session=s2; atek-bind=n".parse().unwrap(),
+        );
+        headers.insert(header::CONNECTION, "close, x-secret".parse().unwrap());
+        headers.insert("x-secret", "1".parse().unwrap());
+        headers.insert(header::UPGRADE, "h2c".parse().unwrap());
         let session = Caller::session("u1".parse().unwrap(), false);
-        strip_request_headers(&mut headers, &session);
+        strip_request_headers(&mut headers, &session, &Target::App("a".into()), false);
         assert!(!headers.contains_key("atek-auth-user"));
         assert!(!headers.contains_key("atek-auth-service"));
+        assert!(!headers.contains_key("atek_auth_user"));
         assert!(!headers.contains_key(header::CONNECTION));
-        assert_eq!(headers.get(header::COOKIE).unwrap(), "a=1; b=2");
+        assert!(!headers.contains_key("x-secret"));
+        assert!(!headers.contains_key(header::UPGRADE));
+        // The app's own `session` cookie is its own; the host's are gone.
+        assert_eq!(
+            headers.get(header::COOKIE).unwrap(),
+            "a=1; session=secret; b=2"
+        );
         assert_eq!(
             headers.get(header::AUTHORIZATION).unwrap(),
             "Bearer app-own"
@@ -557,7 +725,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, "Bearer host-token".parse().unwrap());
         headers.insert(header::COOKIE, "session=only".parse().unwrap());
-        strip_request_headers(&mut headers, &Caller::system());
+        strip_request_headers(&mut headers, &Caller::system(), &Target::Main, false);
         assert!(!headers.contains_key(header::AUTHORIZATION));
         assert!(!headers.contains_key(header::COOKIE));
     }

@@ -80,7 +80,7 @@ impl Site {
             },
             _ => Target::Main,
         };
-        let tls = peer.is_loopback()
+        let tls = peer.to_canonical().is_loopback()
             && headers
                 .get("x-forwarded-proto")
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
@@ -117,22 +117,38 @@ fn split_port(host: &str) -> (&str, Option<&str>) {
 }
 
 /// The `Set-Cookie` value for a session (`None` clears it), with the attributes of the
-/// module docs.
+/// module docs: `session` on the host's domain, `atek-session` on an app's.
 pub(crate) fn session_cookie(
     host: &HostState,
     site: &Site,
     token: Option<&str>,
 ) -> Option<HeaderValue> {
+    let name = match site.target {
+        Target::Main => crate::auth::SESSION_COOKIE,
+        Target::App(_) => crate::auth::APP_SESSION_COOKIE,
+    };
+    set_cookie(host, site, name, token, host.sessions.ttl())
+}
+
+/// A `Set-Cookie` value with the attributes of the module docs, living `max_age` (`None`
+/// as the value removes the cookie).
+pub(crate) fn set_cookie(
+    host: &HostState,
+    site: &Site,
+    name: &'static str,
+    value: Option<&str>,
+    max_age: std::time::Duration,
+) -> Option<HeaderValue> {
     use cookie::{Cookie, SameSite};
     let domain = &host.config.domain;
     let localhost = domain == "localhost" || domain.ends_with(".localhost");
     let tls = site.scheme == "https";
-    let mut cookie = Cookie::new(crate::auth::SESSION_COOKIE, token.unwrap_or("").to_owned());
+    let mut cookie = Cookie::new(name, value.unwrap_or("").to_owned());
     cookie.set_path("/");
     cookie.set_http_only(true);
-    match token {
+    match value {
         Some(_) => cookie.set_max_age(cookie::time::Duration::seconds(
-            i64::try_from(host.sessions.ttl().as_secs()).unwrap_or(i64::MAX),
+            i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
         )),
         // `Max-Age=0` and an `Expires` in the past: clients that only know one still drop it.
         None => cookie.make_removal(),
@@ -154,10 +170,11 @@ pub(crate) fn session_cookie(
     HeaderValue::from_str(&cookie.to_string()).ok()
 }
 
-/// True when a cookie-authenticated request must be refused as cross-site: see the module
-/// docs. `allowed` are the origins besides the browser's own word for it.
+/// True when a request authenticated by cookie alone must be refused as cross-site: see the
+/// module docs. `allowed` are the origins besides the browser's own word for it. A WebSocket
+/// handshake is a GET that opens a channel both ways, so it is checked like a POST.
 pub(crate) fn csrf(method: &Method, headers: &HeaderMap, allowed: &[&str]) -> bool {
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && !is_upgrade(headers) {
         return false;
     }
     let fetch_site = headers.get("sec-fetch-site").map(HeaderValue::as_bytes);
@@ -169,6 +186,40 @@ pub(crate) fn csrf(method: &Method, headers: &HeaderMap, allowed: &[&str]) -> bo
         // A browser that calls the request cross-site but names no origin is refused.
         None => fetch_site.is_some(),
     }
+}
+
+/// True for a request asking to switch protocols (a WebSocket handshake).
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// An absolute URL on `origin` for a `Location` header: the path and query of
+/// `path_and_query` percent-encoded, any fragment dropped, and `extra` query pairs added. The
+/// origin is fixed, so no path (`//evil.example/`, `/\evil.example/`) can lead elsewhere.
+pub(crate) fn location(origin: &str, path_and_query: &str, extra: &[(&str, &str)]) -> String {
+    let without_fragment = path_and_query.split('#').next().unwrap_or("");
+    let (path, query) = match without_fragment.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (without_fragment, None),
+    };
+    let Ok(mut url) = url::Url::parse(origin) else {
+        return "/".to_owned();
+    };
+    url.set_path(path);
+    url.set_query(query.filter(|q| !q.is_empty()));
+    if !extra.is_empty() {
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in extra {
+            pairs.append_pair(k, v);
+        }
+    }
+    url.into()
 }
 
 /// Dispatches one request: an app's subdomain to [`apps::serve`], the rest to `router`.
@@ -292,6 +343,34 @@ mod tests {
             ]),
             &allowed
         ));
+    }
+
+    #[test]
+    fn locations_stay_on_their_origin() {
+        let o = "http://hello.localhost:8480";
+        assert_eq!(
+            location(o, "/x?y=1", &[]),
+            "http://hello.localhost:8480/x?y=1"
+        );
+        assert_eq!(
+            location(o, "//evil.example/x", &[]),
+            "http://hello.localhost:8480//evil.example/x"
+        );
+        assert!(location(o, "/\\evil.example/", &[]).starts_with("http://hello.localhost:8480/"));
+        assert_eq!(
+            location(o, "/a b\r\nSet-Cookie: x", &[]),
+            "http://hello.localhost:8480/a%20bSet-Cookie:%20x"
+        );
+        assert_eq!(location(o, "/é", &[]), "http://hello.localhost:8480/%C3%A9");
+        assert_eq!(
+            location(o, "/#frag?x", &[("bst", "t")]),
+            "http://hello.localhost:8480/?bst=t"
+        );
+        assert_eq!(
+            location(o, "/p?q=1#f", &[("bst", "a b")]),
+            "http://hello.localhost:8480/p?q=1&bst=a+b"
+        );
+        assert_eq!(location(o, "", &[]), "http://hello.localhost:8480/");
     }
 
     #[test]

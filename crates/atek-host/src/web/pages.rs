@@ -47,21 +47,28 @@ pub(crate) fn welcome(data: &serde_json::Value) -> Response<Body> {
     // JSON inside <script>: `<` escaped so no `</script>` can end it early.
     let json = data.to_string().replace('<', "\\u003c");
     let script = format!(r#"<script id="atek-data" type="application/json">{json}</script>"#);
-    html(StatusCode::OK, WELCOME.replacen(DATA_MARKER, &script, 1))
+    let mut response = html(StatusCode::OK, WELCOME.replacen(DATA_MARKER, &script, 1));
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'self'"),
+    );
+    response
 }
 
-/// A small error page: a title and a sentence saying what to do.
-pub(crate) fn error(status: StatusCode, title: &str, detail: &str) -> Response<Body> {
+/// A small error page: a title, a sentence saying what to do, and a link to the host's
+/// home page at `home` (absolute on an app's subdomain, where `/` is the app's).
+pub(crate) fn error(status: StatusCode, title: &str, detail: &str, home: &str) -> Response<Body> {
     let body = format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · Atek</title>
 <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:10vh auto;padding:0 1rem;color:#1d2330}}
 h1{{font-size:1.4rem}}p{{color:#4a5263}}code{{background:#f0f2f5;padding:0 .3em;border-radius:4px}}</style>
-</head><body><h1>{title}</h1><p>{detail}</p><p><a href="/">Atek home</a></p></body></html>
+</head><body><h1>{title}</h1><p>{detail}</p><p><a href="{home}">Atek home</a></p></body></html>
 "#,
         title = escape(title),
         detail = escape(detail),
+        home = escape(home),
     );
     html(status, body)
 }

@@ -38,6 +38,7 @@ pub(crate) async fn page(State(host): State<Arc<HostState>>) -> Response<Body> {
             StatusCode::GONE,
             "Atek is set up",
             "This host already has users. Sign in at /_atek/login.",
+            "/",
         );
     }
     pages::own_page(pages::SETUP)
@@ -66,21 +67,30 @@ pub(crate) async fn create(
             );
         }
     };
-    let expected = host
-        .setup_token
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let valid = expected.is_some_and(|t| {
-        use subtle::ConstantTimeEq;
-        bool::from(t.as_bytes().ct_eq(form.token.as_bytes()))
-    });
-    if !valid || !host.users.is_empty() {
+    if !host.users.is_empty() {
         return message(
             StatusCode::FORBIDDEN,
-            "This setup link is not valid (it works once, until the first user exists). Restart Atek for a new one, or run: atek mkuser --admin",
+            "This host already has users: sign in at /_atek/login, or ask an admin for an account.",
         );
     }
+    // Taken, not read: two requests racing with the same token cannot both create an admin.
+    let taken = {
+        let mut slot = host.setup_token.lock().unwrap_or_else(|p| p.into_inner());
+        let valid = slot.as_deref().is_some_and(|t| {
+            use subtle::ConstantTimeEq;
+            bool::from(t.as_bytes().ct_eq(form.token.as_bytes()))
+        });
+        if valid { slot.take() } else { None }
+    };
+    let Some(taken) = taken else {
+        return message(
+            StatusCode::FORBIDDEN,
+            "This setup link is not valid: use the link the host printed when it started (it works once), or run: atek mkuser --admin",
+        );
+    };
+    let give_back = || {
+        *host.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = Some(taken.clone());
+    };
     let new = NewUser {
         username: form.username,
         password: form.password,
@@ -88,10 +98,13 @@ pub(crate) async fn create(
     };
     let user = match host.users.create(new).await {
         Ok(user) => user,
-        Err(e) => return message(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => {
+            give_back();
+            return message(StatusCode::BAD_REQUEST, &e.to_string());
+        }
     };
-    *host.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = None;
     tracing::info!(user = %user.key, "first admin created");
+    crate::apis::users::new_user_main_service(&host, &user.key);
     let token = match host.sessions.create(&user.key) {
         Ok(token) => token,
         Err(e) => {
