@@ -16,9 +16,9 @@ Importable (bench/footprint/measure.py uses it) and callable from shell:
                                                    that the result equals its params
     atek.py app-session URL TOKEN SERVICE USERNAME
                                                    create USERNAME (users-api, random password),
-                                                   log in, follow the bind-session flow for
-                                                   SERVICE; prints "HOST COOKIE": the Host header
-                                                   of SERVICE's subdomain and its session cookie
+                                                   log in, open SERVICE's subdomain as a browser
+                                                   does (bind-session flow); prints two lines:
+                                                   its Host header and the Cookie header for it
     atek.py check-get URL LENGTH [HEADER ...]      GET URL (HEADER: "Name: value"); check that
                                                    it answers 200 with exactly LENGTH body bytes
 
@@ -282,7 +282,7 @@ class Reply:
 def redact(name, value):
     """Hides tokens, not their shape: `session=abcd…` stays recognisable."""
     if name.lower() in ("authorization", "cookie", "set-cookie"):
-        return re.sub(r"([A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]{10,}", r"\1…", value)
+        return re.sub(r"([= ][A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]{10,}", r"\1…", value)
     return value
 
 
@@ -316,14 +316,56 @@ def request(url, method="GET", path=None, headers=None, body=None, timeout=10.0)
         conn.close()
 
 
-def cookie_value(reply, name="session"):
-    """The value `name` is set to by the reply's Set-Cookie headers, or None."""
-    for line in reply.set_cookies():
-        pair = line.split(";", 1)[0]
-        key, sep, value = pair.partition("=")
-        if sep and key.strip() == name:
-            return value.strip()
-    return None
+class CookieJar:
+    """Just enough of a browser's cookie store for the bind-session flow: host-only
+    cookies per host name (ports do not matter to cookies), deleted by Max-Age=0."""
+
+    def __init__(self):
+        self.hosts = {}
+
+    def take(self, host, reply):
+        jar = self.hosts.setdefault(host.split(":")[0].lower(), {})
+        for line in reply.set_cookies():
+            pair, *attributes = line.split(";")
+            name, sep, value = pair.partition("=")
+            if not sep or not name.strip():
+                continue
+            gone = any(a.strip().lower() in ("max-age=0", "max-age=-1") for a in attributes)
+            if gone:
+                jar.pop(name.strip(), None)
+            else:
+                jar[name.strip()] = value.strip()
+
+    def header(self, host):
+        jar = self.hosts.get(host.split(":")[0].lower(), {})
+        return "; ".join(f"{k}={v}" for k, v in jar.items())
+
+
+def browse(url, jar, start, allowed_hosts, max_hops=8):
+    """GETs `start` (an http URL on one of `allowed_hosts`) the way a browser does:
+    sends and stores cookies, follows redirects between the allowed hosts, and stops at
+    the first answer that is not a redirect. Every request goes to URL's address; only
+    the Host header changes. Returns (final host, final reply, every reply)."""
+    replies = []
+    current = start
+    for _ in range(max_hops):
+        target = urllib.parse.urlsplit(current)
+        if target.scheme != "http" or target.netloc not in allowed_hosts:
+            raise BenchError(f"redirected to {current}, off the host and the app\n"
+                             + "\n".join(r.describe() for r in replies))
+        headers = {"Host": target.netloc}
+        cookie = jar.header(target.netloc)
+        if cookie:
+            headers["Cookie"] = cookie
+        path = (target.path or "/") + ("?" + target.query if target.query else "")
+        r = request(url, "GET", path, headers)
+        replies.append(r)
+        jar.take(target.netloc, r)
+        if r.status not in (301, 302, 303, 307, 308):
+            return target.netloc, r, replies
+        current = urllib.parse.urljoin(current, r.header("Location") or "")
+    raise BenchError(f"more than {max_hops} redirects from {start}\n"
+                     + "\n".join(r.describe() for r in replies))
 
 
 def create_user(url, token, username, password):
@@ -331,8 +373,8 @@ def create_user(url, token, username, password):
                [{"username": username, "password": password}])
 
 
-def login(url, host, username, password):
-    """Logs in through user-sessions-api with Host: `host`; returns the session cookie."""
+def login(url, jar, host, username, password):
+    """Logs in through user-sessions-api with Host: `host`; keeps its cookies in `jar`."""
     body = rpc_body("login", [{"username": username, "password": password}])
     r = request(url, "POST", gateway_path("atek.cloud/user-sessions-api"),
                 {"Host": host, "Content-Type": "application/json"}, body)
@@ -340,51 +382,34 @@ def login(url, host, username, password):
         parse_rpc(r.status, r.data, "user-sessions-api login")
     except BenchError as e:
         raise BenchError(f"{e}\n{r.describe()}") from None
-    cookie = cookie_value(r)
-    if not cookie:
-        raise BenchError("user-sessions-api login succeeded but set no session cookie\n"
-                         + r.describe())
-    return cookie
-
-
-def bind_session(url, host, cookie, service, path="/"):
-    """The bind-session flow (main domain -> 302 to the app's subdomain with `bst` ->
-    Set-Cookie there). Returns (the subdomain's Host header, its session cookie).
-    Every request goes to URL's address; only the Host header changes."""
-    query = urllib.parse.urlencode({"service": service, "path": path})
-    r = request(url, "GET", f"/_atek/bind-session?{query}",
-                {"Host": host, "Cookie": f"session={cookie}"})
-    location = r.header("Location") or ""
-    target = urllib.parse.urlsplit(location)
-    if r.status != 302 or target.scheme != "http" or "bst=" not in target.query:
-        raise BenchError("bind-session: expected 302 to http://<service>.<domain>:PORT/?bst=...\n"
-                         + r.describe())
-    app_host = target.netloc
-    if not app_host.startswith(service + "."):
-        raise BenchError(f"bind-session: redirected to {app_host}, not a subdomain named "
-                         f"{service!r}\n" + r.describe())
-    first = r
-    r = request(url, "GET", (target.path or "/") + "?" + target.query, {"Host": app_host})
-    app_cookie = cookie_value(r)
-    if r.status != 302 or not app_cookie:
-        raise BenchError("the app's subdomain did not take the bst (expected 302 + Set-Cookie "
-                         "session=...)\n" + first.describe() + "\n" + r.describe())
-    back = urllib.parse.urlsplit(urllib.parse.urljoin(location, r.header("Location") or ""))
-    if "bst=" in back.query:
-        raise BenchError("the app's subdomain redirected to a URL that still has bst\n"
-                         + r.describe())
-    return app_host, app_cookie
+    if not r.set_cookies():
+        raise BenchError("user-sessions-api login succeeded but set no cookie\n" + r.describe())
+    jar.take(host, r)
 
 
 def app_session(url, token, service, username):
     """Creates `username` with a random password, logs in on the main domain (Host
-    localhost:PORT, the default domain) and binds a session to `service`."""
+    localhost:PORT, the default domain), then opens http://SERVICE.localhost:PORT/ as a
+    browser would (the bind-session flow: the app's subdomain -> /_atek/bind-session on
+    the main domain -> back with a bind token -> a cookie for the app). Returns (the app's
+    Host header, the Cookie header a browser would send it)."""
     port = urllib.parse.urlsplit(url).port
-    main_host = f"localhost:{port}"
+    main_host, app_host = f"localhost:{port}", f"{service}.localhost:{port}"
     password = secrets.token_urlsafe(18)
     create_user(url, token, username, password)
-    cookie = login(url, main_host, username, password)
-    return bind_session(url, main_host, cookie, service)
+    jar = CookieJar()
+    login(url, jar, main_host, username, password)
+    final_host, final, replies = browse(url, jar, f"http://{app_host}/", {main_host, app_host})
+    chain = "\n".join(r.describe() for r in replies)
+    if final_host != app_host or final.status != 200:
+        raise BenchError(f"opening http://{app_host}/ after logging in ended with HTTP "
+                         f"{final.status} on {final_host}, not 200 from the app\n" + chain)
+    if len(replies) < 2 or not jar.header(app_host):
+        raise BenchError(f"http://{app_host}/ answered without the bind-session flow "
+                         "or without setting a cookie for the app\n" + chain)
+    if any("bst=" in (r.header("Location") or "") for r in replies[-2:]):
+        raise BenchError("the app was reached with bst still in the URL\n" + chain)
+    return app_host, jar.header(app_host)
 
 
 def header_pairs(args):
@@ -508,7 +533,7 @@ def main(argv):
         check_echo(url, tok, body)
     elif cmd == "app-session":
         url, tok, service_id, username = args
-        print(*app_session(url, tok, service_id, username))
+        print("\n".join(app_session(url, tok, service_id, username)))
     elif cmd == "check-get":
         url, length, *headers = args
         check_get(url, int(length), header_pairs(headers))

@@ -214,16 +214,18 @@ PY
 	HOST_CHILDREN="$HOST_CHILDREN $(pgrep -P "$HOST_PID" || true)"
 	APP_SOCKET=$WORK/config/sockets/$SERVICE_ID.sock
 
-	# A user, logged in, with a session bound to the app's subdomain (bind-session flow).
+	# A user, logged in, who opened the app's subdomain as a browser does (bind-session
+	# flow): the cookies a browser would then send to the app.
 	if ! session=$(python3 "$LIB" app-session "$HOST_URL" "$TOKEN" "$SERVICE_ID" bench 2>"$WORK/session.err"); then
 		sed 's/^/    /' "$WORK/session.err" >&2
 		show_host_log
-		die "could not get a session cookie for $SERVICE_ID's subdomain (see above)"
+		die "could not get a cookie for $SERVICE_ID's subdomain (see above)"
 	fi
-	read -r APP_HOST APP_COOKIE <<<"$session"
-	[[ -n $APP_HOST && -n $APP_COOKIE ]] || die "app-session printed '$session'"
-	log "user 'bench' logged in; session bound to http://$APP_HOST/"
-	PROXY_HEADERS=(-H "Host: $APP_HOST" -H "Cookie: session=$APP_COOKIE")
+	{ read -r APP_HOST && read -r APP_COOKIE; } <<<"$session" || true
+	[[ -n ${APP_HOST:-} && -n ${APP_COOKIE:-} ]] || die "app-session printed '$session'"
+	log "user 'bench' logged in and opened http://$APP_HOST/ (bind-session flow); its cookies:" \
+		"$(sed -E 's/=([^;]{6})[^;]*/=\1…/g' <<<"$APP_COOKIE")"
+	PROXY_HEADERS=(-H "Host: $APP_HOST" -H "Cookie: $APP_COOKIE")
 else
 	log "BENCH_PROXY=0: starting the echo app alone (no proxy rows)"
 	APP_SOCKET=$WORK/echo.sock
@@ -321,7 +323,7 @@ for i in "${!ROW_NAMES[@]}"; do
 	log "${ROW_NAMES[i]}: ${ROW_BASES[i]}/bytes/{$(
 		IFS=,
 		echo "${SIZES[*]}"
-	)} answer 200 with the right length${HDR[*]:+ (with Host: $APP_HOST and the session cookie)}"
+	)} answer 200 with the right length${HDR[*]:+ (with Host: $APP_HOST and its cookie)}"
 done
 
 # cpu_ticks PID...: user + system CPU time of these processes (all threads), in clock ticks.
