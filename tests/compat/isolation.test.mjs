@@ -119,17 +119,21 @@ describe('isolation between users', () => {
     assert.equal((await getService(host, 'alice-app')).settings.config?.COLOR, 'blue')
   })
 
-  test('a non-admin install is owned by the caller; installing for another user is refused', async () => {
-    const mine = await call(host, SERVICES_API, 'install', [{ id: 'alice-two', sourceUrl: fixtureUrl('simple-app') }], { cookie: users.alice.cookie })
-    host.trackPid(mine.pid)
-    assert.equal(mine.settings.owningUserKey, users.alice.user.key)
-    assert.deepEqual(ids(await typedServices(users.bob.token).list()), ['bob-app'])
-    const r = await gateway(host, SERVICES_API, 'install', [{ id: 'for-bob', sourceUrl: fixtureUrl('simple-app'), user: 'bob' }], { cookie: users.alice.cookie })
-    assert.equal(r.json?.error?.code, -32003, r.text)
-    const e = await rpcError(typedServices(users.bob.token).get('alice-two'))
+  test('installing is an admin\'s right by default (usersMayInstall false): a non-admin is refused', async () => {
+    // A deliberate change from the original (where any user could install): a service runs
+    // unsandboxed as the host's Unix user, so installing one is as good as being an admin.
+    for (const [label, attempt] of [
+      ['cookie', () => gateway(host, SERVICES_API, 'install', [{ id: 'alice-two', sourceUrl: fixtureUrl('simple-app') }], { cookie: users.alice.cookie })],
+      ['cookie, for bob', () => gateway(host, SERVICES_API, 'install', [{ id: 'for-bob', sourceUrl: fixtureUrl('simple-app'), user: 'bob' }], { cookie: users.alice.cookie })],
+      ['re-pointing the source', () => gateway(host, SERVICES_API, 'configure', ['alice-app', { sourceUrl: fixtureUrl('simple-app') }], { cookie: users.alice.cookie })]
+    ]) {
+      const r = await attempt()
+      assert.equal(r.json?.error?.code, -32003, `${label}: ${r.text}`)
+    }
+    const e = await rpcError(typedServices(users.alice.token).install({ id: 'alice-three', sourceUrl: fixtureUrl('simple-app') }))
     assert.equal(e.code, -32003)
-    await call(host, SERVICES_API, 'uninstall', ['alice-two'], { cookie: users.alice.cookie })
-    assert.deepEqual(ids(await typedServices(users.alice.token).list()), ['alice-app'])
+    assert.deepEqual(ids(await typedServices(host.token).list()), ['alice-app', 'bob-app', 'root-app', 'sys-app'])
+    assert.equal((await getService(host, 'alice-app')).settings.sourceUrl, fixtureUrl('sub-echo'))
   })
 
   test('an admin user may stop and start another user\'s service', async () => {
@@ -164,7 +168,7 @@ describe('isolation between users', () => {
 
   test('bind-session: a user may not open another user\'s app (403), may open their own and system-owned ones', async () => {
     const bind = (cookie, service) => req(host, {
-      path: '/_atek/bind-session?' + new URLSearchParams({ service, path: '/' }),
+      path: '/_atek/bind-session?' + new URLSearchParams({ service, path: '/', nonce: 'n'.repeat(43) }),
       cookie
     })
     const denied = await bind(users.alice.cookie, 'bob-app')
@@ -236,5 +240,33 @@ describe('isolation between users', () => {
     const post = await req(host, { method: 'POST', path: '/', body: '{}', headers: { 'content-type': 'application/json' } })
     assert.equal(post.status, 401)
     assert.ok(post.json, `401 should be JSON: ${post.text.slice(0, 200)}`)
+  })
+})
+
+describe('isolation with usersMayInstall', () => {
+  let h
+  const test2 = testWithHost(() => h)
+  before(async () => {
+    h = await startHost({ config: { usersMayInstall: true } })
+  }, { timeout: 60000 })
+  after(async () => { await h?.cleanup() }, { timeout: 60000 })
+
+  test2('a non-admin install is owned by the caller and invisible to other users; installing for another user is refused', async () => {
+    const pa = randomPassword()
+    const pb = randomPassword()
+    const carl = await createUser(h, { username: 'carl', password: pa })
+    await createUser(h, { username: 'dina', password: pb })
+    const carlCookie = await loginOk(h, 'carl', pa)
+    const dinaCookie = await loginOk(h, 'dina', pb)
+    const mine = await call(h, SERVICES_API, 'install', [{ id: 'carl-app', sourceUrl: fixtureUrl('simple-app') }], { cookie: carlCookie })
+    h.trackPid(mine.pid)
+    assert.equal(mine.settings.owningUserKey, carl.key)
+    assert.deepEqual(ids(await call(h, SERVICES_API, 'list', [], { cookie: carlCookie })), ['carl-app'])
+    assert.deepEqual(ids(await call(h, SERVICES_API, 'list', [], { cookie: dinaCookie })), [])
+    const get = await gateway(h, SERVICES_API, 'get', ['carl-app'], { cookie: dinaCookie })
+    assert.equal(get.json?.error?.code, -32003, get.text)
+    const forDina = await gateway(h, SERVICES_API, 'install', [{ id: 'for-dina', sourceUrl: fixtureUrl('simple-app'), user: 'dina' }], { cookie: carlCookie })
+    assert.equal(forDina.json?.error?.code, -32003, forDina.text)
+    assert.equal(await call(h, SERVICES_API, 'uninstall', ['carl-app'], { cookie: carlCookie }), null)
   })
 })

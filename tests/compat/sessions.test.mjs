@@ -343,7 +343,7 @@ describe('user sessions', () => {
     test('a cookie after logout, deletion or password change does not turn into an error on /_atek/* pages', async () => {
       const c = await loginOk(host, 'alice', alicePw)
       await gateway(host, SESSIONS_API, 'logout', [], { cookie: c })
-      for (const p of ['/_atek/login', '/_atek/bind-session?service=nope&path=%2F']) {
+      for (const p of ['/_atek/login', '/_atek/bind-session?service=nope&path=%2F', '/_atek/bind-session?service=app&path=%2F&nonce=abc']) {
         const r = await req(host, { path: p, cookie: c })
         assert.ok(r.status < 500, `${p}: ${r.status}`)
       }
@@ -378,7 +378,7 @@ describe('user sessions', () => {
     test('a multi-label domain routes app.atek.example.com; redirects use the domain and keep the port', async () => {
       const r = await req(h2, { path: '/x?y=1', hostHeader: `app.atek.example.com:${h2.port}` })
       assert.equal(r.status, 302, `${r.status} ${r.text.slice(0, 200)}`)
-      assert.equal(r.headers.location, `http://atek.example.com:${h2.port}/_atek/bind-session?service=app&path=%2Fx%3Fy%3D1`)
+      assert.ok(r.headers.location.startsWith(`http://atek.example.com:${h2.port}/_atek/bind-session?service=app&path=%2Fx%3Fy%3D1&nonce=`), r.headers.location)
       const unknown = await req(h2, { path: '/', hostHeader: `nope.atek.example.com:${h2.port}`, bearer: h2.token })
       assert.equal(unknown.status, 404, `${unknown.status} ${unknown.headers.location ?? ''}`)
       assert.match(unknown.text, /No app is installed at nope\.atek\.example\.com/)

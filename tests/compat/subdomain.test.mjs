@@ -17,7 +17,8 @@ import {
   waitForService, withTimeout
 } from './lib/host.mjs'
 import {
-  SESSIONS_API, USERS_API, createUser, gateway, loginOk, typedUsers, whoami, req, sessionSetCookie,
+  SESSIONS_API, USERS_API, createUser, gateway, loginOk, typedUsers, whoami, req, sessionSetCookie, setCookies,
+  appSetCookie, mintBst, APP_COOKIE, BIND_COOKIE,
   bindApp, mainHost, appHost, mainOrigin, appOrigin, loopbackAgent, BrowserJar, browserFetch,
   paceLogin, randomPassword, resolveLocation
 } from './lib/users.mjs'
@@ -28,17 +29,12 @@ const test = testWithHost(() => host)
 let alice, alicePw, aliceCookie
 const apps = {} // id -> ServiceInfo
 
-const bindUrl = (service, p) => `${mainOrigin(host)}/_atek/bind-session?service=${encodeURIComponent(service)}&path=${encodeURIComponent(p)}`
-const hasSessionCookie = (cookieHeader) => /(^|;\s*)session=/.test(cookieHeader ?? '')
+const bindPrefix = (service, p, origin = mainOrigin(host)) => `${origin}/_atek/bind-session?service=${encodeURIComponent(service)}&path=${encodeURIComponent(p)}&nonce=`
+const hasHostCookie = (cookieHeader) => /(^|;\s*)(atek-session|atek-bind)=/.test(cookieHeader ?? '')
+const NONCE = 'n'.repeat(43) // a nonce for bind-session calls that never redeem their bst
 
-/** A bst for `appId` minted by bind-session with the main cookie (not consumed). */
-async function mintBst (appId, p = '/') {
-  const r = await req(host, { path: `/_atek/bind-session?service=${encodeURIComponent(appId)}&path=${encodeURIComponent(p)}`, cookie: aliceCookie })
-  assert.equal(r.status, 302, `bind-session ${appId}: ${r.status}`)
-  const u = new URL(r.headers.location)
-  assert.equal(u.host, appHost(host, appId))
-  return u.searchParams.get('bst')
-}
+/** `/_atek/bind-session?service=…&path=…&nonce=…` */
+const bindSessionPath = (service, p, nonce = NONCE) => '/_atek/bind-session?' + new URLSearchParams({ service, path: p, nonce })
 
 /** Raw HTTP request with a streamed body of `size` bytes (chunked); returns the parsed reply. */
 function streamUpload ({ hostHeader, cookie, size, path: p = '/upload', chunk = 64 * 1024 }) {
@@ -46,7 +42,7 @@ function streamUpload ({ hostHeader, cookie, size, path: p = '/upload', chunk = 
     const hash = crypto.createHash('sha256')
     const r = http.request({
       host: '127.0.0.1', port: host.port, method: 'POST', path: p, agent: false,
-      headers: { host: hostHeader, cookie: `session=${cookie}`, 'content-type': 'application/octet-stream' }
+      headers: { host: hostHeader, cookie, 'content-type': 'application/octet-stream' }
     }, (res) => {
       const chunks = []
       res.on('data', (c) => chunks.push(c))
@@ -74,10 +70,10 @@ function streamUpload ({ hostHeader, cookie, size, path: p = '/upload', chunk = 
   }), 60000, `upload of ${size} bytes`)
 }
 
-/** Opens a WebSocket through the subdomain; resolves {sock, messages} once open. */
+/** Opens a WebSocket through the subdomain (`cookie` is a Cookie header); resolves {sock, messages} once open. */
 function openAppWs (appId, { cookie, headers = {}, path: p = '/ws' } = {}) {
   const h = { host: appHost(host, appId), ...headers }
-  if (cookie) h.cookie = cookie.includes('=') ? cookie : `session=${cookie}`
+  if (cookie) h.cookie = cookie
   const sock = new WebSocket(`ws://127.0.0.1:${host.port}${p}`, { headers: h, handshakeTimeout: 5000, maxPayload: 64 << 20 })
   const messages = []
   sock.on('message', (data, isBinary) => messages.push({ data: Buffer.from(data), isBinary }))
@@ -126,14 +122,25 @@ describe('subdomain apps', () => {
     test('step by step with plain http, on the non-default port', async () => {
       assert.notEqual(host.port, 80)
       const P = host.port
-      // 1. unauthenticated app request -> bind-session on the main domain, port kept
+      // 1. unauthenticated app request -> bind-session on the main domain, port kept; the
+      //    browser gets a nonce cookie on the app's subdomain that the bst will be tied to
       const r1 = await req(host, { hostHeader: appHost(host, 'app'), path: '/x?y=1' })
       assert.equal(r1.status, 302, r1.text.slice(0, 200))
-      assert.equal(r1.headers.location, `http://localhost:${P}/_atek/bind-session?service=app&path=%2Fx%3Fy%3D1`)
+      const prefix = `http://localhost:${P}/_atek/bind-session?service=app&path=%2Fx%3Fy%3D1`
+      assert.ok(r1.headers.location.startsWith(prefix + '&nonce='), `Location: ${r1.headers.location}`)
+      const bind = new URL(r1.headers.location)
+      const nonce = bind.searchParams.get('nonce')
+      assert.ok(nonce && nonce.length >= 16, `nonce: ${nonce}`)
+      assert.deepEqual([...bind.searchParams.keys()], ['service', 'path', 'nonce'])
+      const nc = setCookies(r1).find((c) => c.name === BIND_COOKIE)
+      assert.ok(nc, `no ${BIND_COOKIE} cookie: ${JSON.stringify(r1.headers['set-cookie'])}`)
+      assert.equal(nc.value, nonce)
+      assert.equal(nc.attrs.httponly, true)
+      assert.equal(nc.attrs.domain, undefined)
       assert.equal(sessionSetCookie(r1), undefined)
+      assert.equal(appSetCookie(r1), undefined)
 
       // 2. bind-session without a main-domain session -> the login page, coming back here after
-      const bind = new URL(r1.headers.location)
       const r2 = await req(host, { path: bind.pathname + bind.search })
       assert.equal(r2.status, 302, r2.text.slice(0, 200))
       const loginUrl = new URL(r2.headers.location, bind.href)
@@ -155,12 +162,13 @@ describe('subdomain apps', () => {
       assert.ok(bst.length >= 16, `bst too short: ${bst}`)
       assert.equal(sessionSetCookie(r3), undefined, 'bind-session must not set a cookie on the main domain')
 
-      // 4. the bst sets a cookie bound to the app and redirects to the URL without bst
-      const r4 = await req(host, { hostHeader: withBst.host, path: withBst.pathname + withBst.search })
+      // 4. the bst (with the nonce cookie) sets a cookie bound to the app and redirects to the
+      //    URL without bst
+      const r4 = await req(host, { hostHeader: withBst.host, path: withBst.pathname + withBst.search, cookie: `${BIND_COOKIE}=${nonce}` })
       assert.equal(r4.status, 302, r4.text.slice(0, 200))
       assert.equal(resolveLocation(r4.headers.location, withBst.href), `http://app.localhost:${P}/x?y=1`)
-      const sc = sessionSetCookie(r4)
-      assert.ok(sc, `no session cookie from the bst: ${JSON.stringify(r4.headers['set-cookie'])}`)
+      const sc = appSetCookie(r4)
+      assert.ok(sc, `no ${APP_COOKIE} cookie from the bst: ${JSON.stringify(r4.headers['set-cookie'])}`)
       assert.match(sc.value, /^[A-Za-z0-9_-]{43}$/)
       assert.notEqual(sc.value, cookie, 'the app cookie must be a new (child) session, not the main one')
       assert.equal(sc.attrs.httponly, true)
@@ -168,9 +176,13 @@ describe('subdomain apps', () => {
       assert.equal(String(sc.attrs.samesite).toLowerCase(), 'none')
       assert.equal(sc.attrs.secure, true)
       assert.equal(sc.attrs.domain, undefined)
+      assert.equal(sc.attrs['max-age'], String(30 * 24 * 3600))
+      assert.equal(sessionSetCookie(r4), undefined, 'the app subdomain must not set the host\'s `session` cookie')
+      const cleared = setCookies(r4).find((c) => c.name === BIND_COOKIE)
+      assert.equal(cleared?.attrs['max-age'], '0', 'the nonce cookie is cleared once used')
 
       // 5. the app answers, seeing the user and its own service key
-      const r5 = await req(host, { hostHeader: appHost(host, 'app'), path: '/x?y=1', cookie: sc.value })
+      const r5 = await req(host, { hostHeader: appHost(host, 'app'), path: '/x?y=1', cookie: `${APP_COOKIE}=${sc.value}` })
       assert.equal(r5.status, 200, r5.text.slice(0, 200))
       assert.equal(r5.json.serviceKey, apps.app.key)
       assert.equal(r5.json.method, 'GET')
@@ -201,8 +213,8 @@ describe('subdomain apps', () => {
       const body = await second.res.json()
       assert.equal(body.headers['atek-auth-user'], alice.key)
       assert.equal(body.headers['atek-auth-service'], apps.app.key)
-      assert.ok(jar.get('app.localhost'), 'the jar holds a cookie for app.localhost')
-      assert.notEqual(jar.get('app.localhost'), jar.get('localhost'))
+      assert.ok(jar.get('app.localhost', APP_COOKIE), 'the jar holds an app cookie for app.localhost')
+      assert.equal(jar.get('app.localhost', 'session'), undefined)
       // a later visit goes straight to the app
       const third = await browserFetch(jar, `${appOrigin(host, 'app')}/again`, { agent })
       assert.deepEqual(third.hops.map((h) => h.status), [200])
@@ -213,52 +225,70 @@ describe('subdomain apps', () => {
     })
 
     test('a bst is single-use', async () => {
-      const bst = await mintBst('app', '/once')
-      const first = await req(host, { hostHeader: appHost(host, 'app'), path: '/once?bst=' + bst })
+      const { bst, bindCookie } = await mintBst(host, aliceCookie, 'app', '/once')
+      const first = await req(host, { hostHeader: appHost(host, 'app'), path: '/once?bst=' + bst, cookie: bindCookie })
       assert.equal(first.status, 302)
-      assert.ok(sessionSetCookie(first)?.value)
-      const again = await req(host, { hostHeader: appHost(host, 'app'), path: '/once?bst=' + bst })
-      assert.equal(sessionSetCookie(again), undefined, 'a used bst minted a second session')
+      assert.ok(appSetCookie(first)?.value)
+      const again = await req(host, { hostHeader: appHost(host, 'app'), path: '/once?bst=' + bst, cookie: bindCookie })
+      assert.equal(appSetCookie(again), undefined, 'a used bst minted a second session')
       assert.equal(again.status, 302)
-      assert.ok(again.headers.location.startsWith(`http://localhost:${host.port}/_atek/bind-session?`), again.headers.location)
+    })
+
+    test('a bst works only in the browser that asked for it (the nonce cookie): no login planting', async () => {
+      // an attacker's bst, sent to a victim as a link: the victim's browser has no (or another) nonce
+      for (const cookie of [undefined, `${BIND_COOKIE}=${NONCE}`]) {
+        const { bst } = await mintBst(host, aliceCookie, 'app', '/plant')
+        const r = await req(host, { hostHeader: appHost(host, 'app'), path: '/plant?bst=' + bst, cookie })
+        assert.equal(appSetCookie(r), undefined, `a bst without its nonce (${cookie}) minted a session`)
+        assert.equal(r.status, 302)
+        assert.equal(resolveLocation(r.headers.location, appOrigin(host, 'app')), `${appOrigin(host, 'app')}/plant`, 'the bst is taken out of the URL')
+      }
+      // a bst tried without its nonce is spent
+      const { bst, bindCookie } = await mintBst(host, aliceCookie, 'app', '/plant')
+      await req(host, { hostHeader: appHost(host, 'app'), path: '/plant?bst=' + bst })
+      const late = await req(host, { hostHeader: appHost(host, 'app'), path: '/plant?bst=' + bst, cookie: bindCookie })
+      assert.equal(appSetCookie(late), undefined)
+      // bind-session without a nonce refuses to mint
+      const noNonce = await req(host, { path: '/_atek/bind-session?service=app&path=%2F', cookie: aliceCookie })
+      assert.equal(noNonce.status, 400, `bind-session without a nonce: ${noNonce.status} ${noNonce.headers.location ?? ''}`)
     })
 
     test('a bst is bound to its service: it does nothing on another app or on the main domain', async () => {
-      const bst = await mintBst('app', '/')
-      const other = await req(host, { hostHeader: appHost(host, 'app2'), path: '/?bst=' + bst })
-      assert.equal(sessionSetCookie(other), undefined, 'a bst for app authenticated app2')
+      const a = await mintBst(host, aliceCookie, 'app', '/')
+      const other = await req(host, { hostHeader: appHost(host, 'app2'), path: '/?bst=' + a.bst, cookie: a.bindCookie })
+      assert.equal(appSetCookie(other), undefined, 'a bst for app authenticated app2')
       assert.equal(other.status, 302)
-      assert.ok(other.headers.location.startsWith(`http://localhost:${host.port}/_atek/bind-session?service=app2&`), other.headers.location)
-      const main = await req(host, { path: '/?bst=' + bst })
+      const b = await mintBst(host, aliceCookie, 'app', '/')
+      const main = await req(host, { path: '/?bst=' + b.bst, cookie: b.bindCookie })
       assert.equal(sessionSetCookie(main), undefined, 'a bst minted a main-domain session')
       assert.equal(main.status, 302)
       assert.equal(new URL(main.headers.location, mainOrigin(host)).pathname, '/_atek/login')
-      const made = await req(host, { hostHeader: appHost(host, 'app'), path: '/?bst=' + crypto.randomBytes(32).toString('base64url') })
-      assert.equal(sessionSetCookie(made), undefined, 'a made-up bst minted a session')
+      const made = await req(host, { hostHeader: appHost(host, 'app'), path: '/?bst=' + crypto.randomBytes(32).toString('base64url'), cookie: b.bindCookie })
+      assert.equal(appSetCookie(made), undefined, 'a made-up bst minted a session')
       assert.equal(made.status, 302)
     })
 
     test('bind-session: the path must start with a single "/" (no open redirect)', async () => {
       for (const [p, expectedPath] of [['//evil.example/x', '/'], ['http://evil.example/', '/'], ['x', '/'], ['', '/'], ['/\\evil.example', null], ['/ok?a=1&b=2', '/ok']]) {
-        const r = await req(host, { path: `/_atek/bind-session?service=app&path=${encodeURIComponent(p)}`, cookie: aliceCookie })
+        const r = await req(host, { path: bindSessionPath('app', p), cookie: aliceCookie })
         assert.equal(r.status, 302, `${p}: ${r.status}`)
         const u = new URL(r.headers.location)
         assert.equal(u.host, appHost(host, 'app'), `${p}: ${r.headers.location}`)
         if (expectedPath) assert.equal(u.pathname, expectedPath, `${p}: ${r.headers.location}`)
       }
-      const noPath = await req(host, { path: '/_atek/bind-session?service=app', cookie: aliceCookie })
+      const noPath = await req(host, { path: '/_atek/bind-session?service=app&nonce=' + NONCE, cookie: aliceCookie })
       assert.equal(noPath.status, 302)
       assert.equal(new URL(noPath.headers.location).pathname, '/')
     })
 
     test('bind-session for an unknown service -> 404; the dotted id core.dotted works', async () => {
-      const r = await req(host, { path: '/_atek/bind-session?service=nope&path=%2F', cookie: aliceCookie })
+      const r = await req(host, { path: bindSessionPath('nope', '/'), cookie: aliceCookie })
       assert.equal(r.status, 404)
       assert.equal(r.headers.location, undefined)
-      const anon = await req(host, { path: '/_atek/bind-session?service=nope&path=%2F' })
+      const anon = await req(host, { path: bindSessionPath('nope', '/') })
       assert.ok([302, 404].includes(anon.status))
       const first = await req(host, { hostHeader: appHost(host, 'core.dotted'), path: '/d' })
-      assert.equal(first.headers.location, `http://localhost:${host.port}/_atek/bind-session?service=core.dotted&path=%2Fd`)
+      assert.ok(first.headers.location.startsWith(`http://localhost:${host.port}/_atek/bind-session?service=core.dotted&path=%2Fd&nonce=`), first.headers.location)
       const { cookie } = await bindApp(host, aliceCookie, 'core.dotted', '/d')
       const ok = await req(host, { hostHeader: appHost(host, 'core.dotted'), path: '/d', cookie })
       assert.equal(ok.status, 200)
@@ -266,24 +296,26 @@ describe('subdomain apps', () => {
     })
 
     test('cookies are bound: an app cookie is foreign to another app and to the main domain; the main cookie to apps', async () => {
-      const { cookie } = await bindApp(host, aliceCookie, 'app')
+      const { cookie, token } = await bindApp(host, aliceCookie, 'app')
       const onApp2 = await req(host, { hostHeader: appHost(host, 'app2'), path: '/', cookie })
       assert.equal(onApp2.status, 302, `app cookie on app2: ${onApp2.status}`)
-      assert.deepEqual(await whoami(host, { cookie }), { isActive: false }, 'an app cookie must not act on the main domain')
-      const users = await gateway(host, USERS_API, 'get', [alice.key], { cookie })
-      assert.equal(users.status, 401, 'an app cookie must not call host APIs on the main domain')
-      const mainOnApp = await req(host, { hostHeader: appHost(host, 'app'), path: '/', cookie: aliceCookie })
-      assert.equal(mainOnApp.status, 302, `main cookie on app: ${mainOnApp.status}`)
+      // the app's token presented as the host's `session` cookie
+      assert.deepEqual(await whoami(host, { cookie: token }), { isActive: false }, 'an app token must not act on the main domain')
+      const users = await gateway(host, USERS_API, 'get', [alice.key], { cookie: token })
+      assert.equal(users.status, 401, 'an app token must not call host APIs on the main domain')
+      // the main token presented as the app's cookie, or under the host's name, on the subdomain
+      for (const c of [`${APP_COOKIE}=${aliceCookie}`, `session=${aliceCookie}`]) {
+        const mainOnApp = await req(host, { hostHeader: appHost(host, 'app'), path: '/', cookie: c })
+        assert.equal(mainOnApp.status, 302, `main token on app (${c.split('=')[0]}): ${mainOnApp.status}`)
+      }
     })
 
     test('a bst is bound to its session: after logout it no longer authenticates', async () => {
       const parent = await loginOk(host, 'alice', alicePw)
-      const r = await req(host, { path: '/_atek/bind-session?service=app&path=%2Fb', cookie: parent })
-      assert.equal(r.status, 302)
-      const u = new URL(r.headers.location)
+      const { bst, bindCookie } = await mintBst(host, parent, 'app', '/b')
       await gateway(host, SESSIONS_API, 'logout', [], { cookie: parent })
-      const used = await req(host, { hostHeader: u.host, path: u.pathname + u.search })
-      assert.equal(sessionSetCookie(used), undefined, 'a bst outlived the session that minted it')
+      const used = await req(host, { hostHeader: appHost(host, 'app'), path: '/b?bst=' + bst, cookie: bindCookie })
+      assert.equal(appSetCookie(used), undefined, 'a bst outlived the session that minted it')
       assert.equal(used.status, 302)
     })
 
@@ -314,10 +346,10 @@ describe('subdomain apps', () => {
     test('the Host header is matched without case; a Host without a port gives redirects without one', async () => {
       const upper = await req(host, { hostHeader: `APP.LOCALHOST:${host.port}`, path: '/p?q=1' })
       assert.equal(upper.status, 302)
-      assert.equal(upper.headers.location, `http://localhost:${host.port}/_atek/bind-session?service=app&path=%2Fp%3Fq%3D1`)
+      assert.ok(upper.headers.location.startsWith(`http://localhost:${host.port}/_atek/bind-session?service=app&path=%2Fp%3Fq%3D1&nonce=`), upper.headers.location)
       const noPort = await req(host, { hostHeader: 'app.localhost', path: '/p' })
       assert.equal(noPort.status, 302)
-      assert.equal(noPort.headers.location, 'http://localhost/_atek/bind-session?service=app&path=%2Fp')
+      assert.ok(noPort.headers.location.startsWith('http://localhost/_atek/bind-session?service=app&path=%2Fp&nonce='), noPort.headers.location)
     })
 
     test('an IP address or a name outside the domain is the main domain', async () => {
@@ -356,23 +388,24 @@ describe('subdomain apps', () => {
       assert.equal(anon.status, 302)
     })
 
-    test('the session cookie is removed from the Cookie header the app sees; other cookies pass', async () => {
-      const r = await req(host, { hostHeader: appHost(host, 'app'), path: '/c', cookie: `a=1; session=${appCookie}; b=two` })
+    test('the host\'s cookies are removed from the Cookie header the app sees; the app\'s own (even `session`) pass', async () => {
+      const r = await req(host, { hostHeader: appHost(host, 'app'), path: '/c', cookie: `a=1; ${appCookie}; session=apps-own; ${BIND_COOKIE}=x; b=two` })
       assert.equal(r.status, 200)
       const seen = r.json.headers.cookie ?? ''
-      assert.ok(!hasSessionCookie(seen), `the app saw the session cookie: ${seen}`)
-      assert.ok(!seen.includes(appCookie), `the app saw the session token: ${seen}`)
+      assert.ok(!hasHostCookie(seen), `the app saw a host cookie: ${seen}`)
+      assert.ok(!seen.includes(appCookie.split('=')[1]), `the app saw the session token: ${seen}`)
       assert.match(seen, /(^|;\s*)a=1(;|$)/)
       assert.match(seen, /(^|;\s*)b=two(;|$)/)
+      assert.match(seen, /(^|;\s*)session=apps-own(;|$)/, 'an app keeps its own `session` cookie')
       const only = await req(host, { hostHeader: appHost(host, 'app'), path: '/c', cookie: appCookie })
-      assert.ok(!hasSessionCookie(only.json.headers.cookie), `only-session cookie header: ${only.json.headers.cookie}`)
+      assert.ok(!hasHostCookie(only.json.headers.cookie), `only-session cookie header: ${only.json.headers.cookie}`)
     })
 
-    test('the session cookie is removed even when the Cookie header is sent as several lines', async () => {
+    test('the app cookie is removed even when the Cookie header is sent as several lines', async () => {
       const r = await withTimeout(new Promise((resolve, reject) => {
         const rq = http.request({ host: '127.0.0.1', port: host.port, path: '/mc', agent: false })
         rq.setHeader('host', appHost(host, 'app'))
-        rq.setHeader('cookie', ['a=1', `session=${appCookie}`, 'b=2'])
+        rq.setHeader('cookie', ['a=1', appCookie, 'b=2'])
         rq.on('response', (res) => {
           let b = ''
           res.on('data', (c) => { b += c })
@@ -383,7 +416,7 @@ describe('subdomain apps', () => {
       }), 10000, 'request')
       assert.equal(r.status, 200, r.text.slice(0, 200))
       const seen = JSON.parse(r.text).headers.cookie ?? ''
-      assert.ok(!seen.includes(appCookie), `the app saw the session token: ${seen}`)
+      assert.ok(!seen.includes(appCookie.split('=')[1]), `the app saw the session token: ${seen}`)
       assert.match(seen, /a=1/)
       assert.match(seen, /b=2/)
     })
@@ -424,7 +457,7 @@ describe('subdomain apps', () => {
     test('an 8 MiB response arrives intact', { timeout: 120000 }, async () => {
       const size = 8 << 20
       const r = await withTimeout(new Promise((resolve, reject) => {
-        http.get({ host: '127.0.0.1', port: host.port, path: `/blob?size=${size}`, agent: false, headers: { host: appHost(host, 'app'), cookie: `session=${appCookie}` } }, (res) => {
+        http.get({ host: '127.0.0.1', port: host.port, path: `/blob?size=${size}`, agent: false, headers: { host: appHost(host, 'app'), cookie: appCookie } }, (res) => {
           const hash = crypto.createHash('sha256')
           let n = 0
           res.on('data', (c) => { hash.update(c); n += c.length })
@@ -444,7 +477,7 @@ describe('subdomain apps', () => {
     test('unauthenticated: GET/HEAD redirect to bind-session, other methods get 401', async () => {
       const head = await req(host, { method: 'HEAD', hostHeader: appHost(host, 'app'), path: '/h' })
       assert.equal(head.status, 302)
-      assert.equal(head.headers.location, bindUrl('app', '/h'))
+      assert.ok(head.headers.location.startsWith(bindPrefix('app', '/h')), head.headers.location)
       for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
         const r = await req(host, { method, hostHeader: appHost(host, 'app'), path: '/h', body: '{}', headers: { 'content-type': 'application/json' } })
         assert.equal(r.status, 401, `${method}: ${r.status}`)
@@ -477,9 +510,9 @@ describe('subdomain apps', () => {
       host.trackPid((await getService(host, 'stopper')).pid)
     })
 
-    test('WebSocket echo through the subdomain with the session cookie', async () => {
+    test('WebSocket echo through the subdomain with the app cookie', async () => {
       const { sock, messages } = await openAppWs('app', {
-        cookie: `x=1; session=${appCookie}`,
+        cookie: `x=1; ${appCookie}`,
         headers: { 'atek-auth-user': 'mallory', 'atek-auth-service': 'mallory' },
         path: '/ws?q=1'
       })
@@ -489,7 +522,8 @@ describe('subdomain apps', () => {
         assert.equal(hello.serviceKey, apps.app.key)
         assert.equal(hello.headers['atek-auth-user'], alice.key)
         assert.equal(hello.headers['atek-auth-service'], apps.app.key)
-        assert.ok(!hasSessionCookie(hello.headers.cookie), `the app saw the session cookie on upgrade: ${hello.headers.cookie}`)
+        assert.ok(!hasHostCookie(hello.headers.cookie), `the app saw the host's cookie on upgrade: ${hello.headers.cookie}`)
+        assert.match(hello.headers.cookie ?? '', /x=1/)
         sock.send('ping text')
         const m2 = await nextMessage(messages, 2, 'text echo')
         assert.equal(m2.isBinary, false)
@@ -504,8 +538,25 @@ describe('subdomain apps', () => {
       }
     })
 
+    test('(beyond the letter) a cookie WebSocket upgrade from a foreign Origin is refused; the app\'s own origin passes', async () => {
+      // A WebSocket handshake is a GET, but browsers send it cross-site with the SameSite=None
+      // cookie and CORS does not apply: without an Origin check any page could open an
+      // authenticated socket to the user's app (cross-site WebSocket hijacking).
+      for (const origin of ['http://evil.example', appOrigin(host, 'app2')]) {
+        const err = await openAppWs('app', { cookie: appCookie, headers: { origin } }).then(({ sock }) => { sock.terminate(); return null }, (e) => e)
+        assert.ok(err, `a cookie-authenticated upgrade from ${origin} was accepted`)
+        assert.equal(err.status, 403, `${origin}: ${err.message}`)
+      }
+      const { sock, messages } = await openAppWs('app', { cookie: appCookie, headers: { origin: appOrigin(host, 'app') } })
+      try {
+        await nextMessage(messages, 1, 'hello')
+      } finally {
+        sock.terminate()
+      }
+    })
+
     test('WebSocket upgrades without a valid app cookie -> 401', async () => {
-      for (const [label, cookie] of [['no cookie', undefined], ['main-domain cookie', aliceCookie], ['garbage', 'garbage']]) {
+      for (const [label, cookie] of [['no cookie', undefined], ['main-domain cookie', `session=${aliceCookie}`], ['main token as the app cookie', `${APP_COOKIE}=${aliceCookie}`], ['garbage', `${APP_COOKIE}=garbage`]]) {
         const err = await openAppWs('app', { cookie }).then(({ sock }) => { sock.terminate(); return null }, (e) => e)
         assert.ok(err, `${label}: upgrade accepted`)
         assert.equal(err.status, 401, `${label}: ${err.message}`)

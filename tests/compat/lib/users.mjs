@@ -159,24 +159,49 @@ export function resolveLocation (location, base) {
   return new URL(location, base).href
 }
 
+/** The app's own session cookie on its subdomain, and the bind nonce cookie set there. */
+export const APP_COOKIE = 'atek-session'
+export const BIND_COOKIE = 'atek-bind'
+
+/** The parsed `atek-session` Set-Cookie of a response, or undefined. */
+export function appSetCookie (res) {
+  return setCookies(res).find((c) => c.name === APP_COOKIE)
+}
+
 /**
- * The bind-session flow for an app with plain http, given a main-domain session token.
- * Returns {cookie (token bound to the app), bstUrl, location (final redirect)}.
+ * The first two steps of the bind-session flow for `appId` with plain http: an unauthenticated
+ * GET on the app's subdomain (which sets the `atek-bind` nonce cookie there and redirects to
+ * bind-session), then bind-session with the main-domain session token. Returns {bst, nonce,
+ * bindCookie (`atek-bind=…`), bindUrl, bstUrl (URL)}.
  */
-export async function bindApp (host, mainCookie, appId, path = '/', { domain = 'localhost' } = {}) {
-  const bindPath = '/_atek/bind-session?' + new URLSearchParams({ service: appId, path }).toString()
-  const r1 = await req(host, { path: bindPath, cookie: mainCookie, hostHeader: mainHost(host, domain) })
+export async function mintBst (host, mainCookie, appId, path = '/', { domain = 'localhost' } = {}) {
+  const r0 = await req(host, { hostHeader: appHost(host, appId, domain), path })
+  if (r0.status !== 302) throw new Error(`GET ${appId}${path}: expected 302, got ${r0.status} ${r0.text.slice(0, 300)}`)
+  const bind = setCookies(r0).find((c) => c.name === BIND_COOKIE)
+  if (!bind?.value) throw new Error(`GET ${appId}${path}: no ${BIND_COOKIE} cookie: ${JSON.stringify(r0.headers['set-cookie'])}`)
+  const bindUrl = new URL(resolveLocation(r0.headers.location, `http://${appHost(host, appId, domain)}${path}`))
+  const r1 = await req(host, { path: bindUrl.pathname + bindUrl.search, cookie: mainCookie, hostHeader: bindUrl.host })
   if (r1.status !== 302) throw new Error(`bind-session for ${appId}: expected 302, got ${r1.status} ${r1.text.slice(0, 300)}`)
-  const bstUrl = new URL(resolveLocation(r1.headers.location, mainOrigin(host, domain) + bindPath))
+  const bstUrl = new URL(resolveLocation(r1.headers.location, bindUrl.href))
   if (bstUrl.host !== appHost(host, appId, domain) || !bstUrl.searchParams.get('bst')) {
     throw new Error(`bind-session for ${appId}: unexpected Location ${r1.headers.location}`)
   }
-  const r2 = await req(host, { path: bstUrl.pathname + bstUrl.search, hostHeader: bstUrl.host })
-  const sc = sessionSetCookie(r2)
+  return { bst: bstUrl.searchParams.get('bst'), nonce: bind.value, bindCookie: `${BIND_COOKIE}=${bind.value}`, bindUrl, bstUrl }
+}
+
+/**
+ * The whole bind-session flow for an app with plain http, given a main-domain session token.
+ * Returns {token, cookie (`atek-session=…`, a Cookie header for the app), setCookie, bst,
+ * location (the final redirect)}.
+ */
+export async function bindApp (host, mainCookie, appId, path = '/', { domain = 'localhost' } = {}) {
+  const { bst, bindCookie, bstUrl } = await mintBst(host, mainCookie, appId, path, { domain })
+  const r2 = await req(host, { path: bstUrl.pathname + bstUrl.search, hostHeader: bstUrl.host, cookie: bindCookie })
+  const sc = appSetCookie(r2)
   if (r2.status !== 302 || !sc?.value) {
-    throw new Error(`bst on ${appId}: expected 302 with a session cookie, got ${r2.status} set-cookie=${JSON.stringify(r2.headers['set-cookie'])} ${r2.text.slice(0, 300)}`)
+    throw new Error(`bst on ${appId}: expected 302 with an ${APP_COOKIE} cookie, got ${r2.status} set-cookie=${JSON.stringify(r2.headers['set-cookie'])} ${r2.text.slice(0, 300)}`)
   }
-  return { cookie: sc.value, setCookie: sc, bstUrl: bstUrl.href, bst: bstUrl.searchParams.get('bst'), location: resolveLocation(r2.headers.location, bstUrl.href) }
+  return { token: sc.value, cookie: `${APP_COOKIE}=${sc.value}`, setCookie: sc, bstUrl: bstUrl.href, bst, location: resolveLocation(r2.headers.location, bstUrl.href) }
 }
 
 /** An http.Agent that connects to 127.0.0.1 whatever host name the URL has. */
