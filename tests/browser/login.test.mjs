@@ -47,7 +47,8 @@ async function submitLogin (page, { username, password }) {
 
 before(async () => {
   browser = await launchChromium()
-  host = await startHost({ config: { domain: 'localhost', defaultMainService: '' } })
+  // usersMayInstall: bob, a plain user, installs his home app from the welcome page.
+  host = await startHost({ config: { domain: 'localhost', defaultMainService: '', usersMayInstall: true } })
   base = `http://localhost:${host.port}`
 })
 
@@ -161,8 +162,10 @@ btest('logging in shows the main service, and its cross-site iframe of hello-app
   assert.equal(main.httpOnly, true)
   assert.equal(main.secure, true)
   assert.equal(main.sameSite, 'None')
-  assert.ok(cookies.some((c) => c.name === 'session' && c.domain === 'hello-app.localhost'),
-    `a session cookie for hello-app.localhost; cookies: ${JSON.stringify(cookies)}`)
+  // The app's own cookie has a name of its own (an app may have a `session` cookie), and is
+  // partitioned: it was set inside the main page's frame.
+  assert.ok(cookies.some((c) => c.name === 'atek-session' && c.domain === 'hello-app.localhost' && c.partitionKey),
+    `a partitioned atek-session cookie for hello-app.localhost; cookies: ${JSON.stringify(cookies)}`)
 })
 
 btest('a top-level visit to the app\'s subdomain is logged in', async () => {
