@@ -247,7 +247,7 @@ pub(crate) async fn bind_session(
         return not_yours(&id, "/");
     }
     let path = query_param(query, "path")
-        .filter(|p| p.starts_with('/'))
+        .filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.starts_with("/\\"))
         .unwrap_or_else(|| "/".to_owned());
     let Some(bst) = host.sessions.mint_bind(token, &id) else {
         return redirect("/_atek/login");
@@ -458,9 +458,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// up (also spelt with `_`, which some servers read as `-`), the host's cookies, and the host
 /// token that authenticated the request.
 fn strip_request_headers(headers: &mut HeaderMap, caller: &Caller, target: &Target, upgrade: bool) {
+    // `Connection: Upgrade` names `Upgrade` as hop-by-hop, but a handshake is relayed
+    // whole: its `Upgrade` goes on.
+    let protocol = headers.get(header::UPGRADE).cloned().filter(|_| upgrade);
     strip_hop_by_hop(headers);
-    if !upgrade {
-        headers.remove(header::UPGRADE);
+    headers.remove(header::UPGRADE);
+    if let Some(protocol) = protocol {
+        headers.insert(header::UPGRADE, protocol);
     }
     headers.remove(header::FORWARDED);
     let forged: Vec<HeaderName> = headers
@@ -706,6 +710,11 @@ mod tests {
         headers.insert(header::UPGRADE, "h2c".parse().unwrap());
         let session = Caller::session("u1".parse().unwrap(), false);
         strip_request_headers(&mut headers, &session, &Target::App("a".into()), false);
+        let mut handshake = HeaderMap::new();
+        handshake.insert(header::CONNECTION, "Upgrade".parse().unwrap());
+        handshake.insert(header::UPGRADE, "websocket".parse().unwrap());
+        strip_request_headers(&mut handshake, &session, &Target::App("a".into()), true);
+        assert_eq!(handshake.get(header::UPGRADE).unwrap(), "websocket");
         assert!(!headers.contains_key("atek-auth-user"));
         assert!(!headers.contains_key("atek-auth-service"));
         assert!(!headers.contains_key("atek_auth_user"));
