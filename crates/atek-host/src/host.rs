@@ -198,6 +198,8 @@ impl Host {
         if let Some(domain) = opts.domain {
             config.domain = domain;
         }
+        // Host names are matched without case (requests' are lowercased).
+        config.domain.make_ascii_lowercase();
         if let Some(bind) = opts.bind_address {
             config.bind_address = bind;
         }

@@ -134,6 +134,18 @@ impl HostState {
             .ok_or_else(|| ManageError::NotFound(id.to_owned()))
     }
 
+    /// The service a host name points at: `id` as written, else the one whose id matches it
+    /// but for case (host names are case-insensitive, ids are not).
+    pub fn find_for_host(&self, id: &str) -> Option<StoredService> {
+        if let Ok((stored, _)) = self.find(id) {
+            return Some(stored);
+        }
+        self.core_services()
+            .into_iter()
+            .chain(self.store.list())
+            .find(|s| s.record.id.as_str().eq_ignore_ascii_case(id))
+    }
+
     /// The info services-api shows.
     pub fn info(&self, stored: &StoredService, core: bool) -> ServiceInfo {
         let id = &stored.record.id;

@@ -45,12 +45,10 @@ pub(crate) async fn serve(
 ) -> Response<Body> {
     let domain = &host.config.domain;
     let home = format!("{}/", site.main_origin(domain));
-    let Ok(id) = id.parse::<ServiceId>() else {
+    let Some(stored) = host.find_for_host(id) else {
         return not_installed(id, domain, &home);
     };
-    let Ok((stored, _)) = host.find(id.as_str()) else {
-        return not_installed(id.as_str(), domain, &home);
-    };
+    let id = stored.record.id.clone();
     if let Some(bst) = query_param(req.uri().query().unwrap_or(""), BIND_PARAM) {
         return redeem(host, site, &id, req.uri(), req.headers(), &bst).await;
     }
