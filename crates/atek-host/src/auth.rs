@@ -74,8 +74,7 @@ pub(crate) fn authenticate(
         .take(4)
         .find_map(|token| host.sessions.resolve(token, scope))?;
     // A session outliving its user (deleted between the two reads) is no session.
-    host.users.get(&user)?;
-    let admin = host.users.is_admin(&user);
+    let admin = host.users.admin_of(&user)?;
     Some(Arc::new(Caller::session(user, admin)))
 }
 

@@ -189,6 +189,15 @@ impl Users {
         self.read().is_empty()
     }
 
+    /// Whether the user with `key` is an admin; None when there is no such user. One
+    /// lookup and no copy: every request authenticated by a cookie asks.
+    pub fn admin_of(&self, key: &UserKey) -> Option<bool> {
+        self.read()
+            .iter()
+            .find(|u| &u.key == key)
+            .map(StoredUser::is_admin)
+    }
+
     /// True for an admin, and for the `system` pseudo-user.
     pub fn is_admin(&self, key: &UserKey) -> bool {
         key.is_system() || self.read().iter().any(|u| &u.key == key && u.is_admin())

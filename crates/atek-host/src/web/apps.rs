@@ -45,25 +45,38 @@ pub(crate) async fn serve(
 ) -> Response<Body> {
     let domain = &host.config.domain;
     let home = format!("{}/", site.main_origin(domain));
-    let Some(stored) = host.find_for_host(id) else {
-        return not_installed(id, domain, &home);
+    // A running app is found in the routing table, without copying its record.
+    let mut route = id
+        .parse::<ServiceId>()
+        .ok()
+        .and_then(|id| host.broker.app(&id));
+    let (id, owner) = match &route {
+        Some(route) => (route.id.clone(), route.owner.clone()),
+        None => match host.find_for_host(id) {
+            Some(stored) => {
+                route = host.broker.app(&stored.record.id);
+                (stored.record.id, stored.record.owning_user_key)
+            }
+            None => return not_installed(id, domain, &home),
+        },
     };
-    let id = stored.record.id.clone();
     if let Some(bst) = query_param(req.uri().query().unwrap_or(""), BIND_PARAM) {
         return redeem(host, site, &id, req.uri(), req.headers(), &bst).await;
     }
     let Some(caller) = authenticate(host, req.headers(), &Scope::Service(id.clone())) else {
         return unauthenticated(host, site, &id, &req);
     };
-    if !may_open(&caller, &stored.record.owning_user_key) {
+    if !may_open(&caller, &owner) {
         return not_yours(&id, &home);
     }
-    let own = site.app_origin(domain, id.as_str());
-    let main = site.main_origin(domain);
-    if caller.session && csrf(req.method(), req.headers(), &[&own, &main]) {
-        return cross_site(&home);
+    if caller.session && csrf(req.method(), req.headers(), &[]) {
+        let own = site.app_origin(domain, id.as_str());
+        let main = site.main_origin(domain);
+        if csrf(req.method(), req.headers(), &[&own, &main]) {
+            return cross_site(&home);
+        }
     }
-    let Some(route) = host.broker.app(&id) else {
+    let Some(route) = route else {
         return down(host, &id, &home);
     };
     proxy(host, site, &route, &caller, req, peer).await
@@ -383,12 +396,9 @@ async fn proxy(
     if let Some(h) = forwarded_host {
         headers.insert("x-forwarded-host", h);
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse::<Uri>()
-        .unwrap_or_default();
+    let mut path = axum::http::uri::Parts::default();
+    path.path_and_query = parts.uri.path_and_query().cloned();
+    let path = Uri::from_parts(path).unwrap_or_default();
 
     if upgrade {
         return relay_upgrade(host, route, parts, path, headers).await;
@@ -467,7 +477,15 @@ fn strip_request_headers(headers: &mut HeaderMap, caller: &Caller, target: &Targ
     headers.remove(header::FORWARDED);
     let forged: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().replace('_', "-").starts_with("atek-auth-"))
+        .filter(|k| {
+            // Header names arrive lowercased.
+            let name = k.as_str().as_bytes();
+            name.len() > 10
+                && name.starts_with(b"atek")
+                && matches!(name[4], b'-' | b'_')
+                && name[5..].starts_with(b"auth")
+                && matches!(name[9], b'-' | b'_')
+        })
         .cloned()
         .collect();
     for name in forged {
