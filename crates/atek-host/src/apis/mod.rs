@@ -82,7 +82,7 @@ impl<'a> CallContext<'a> {
             .map(|m| m.site.clone())
             .unwrap_or(crate::web::Site {
                 scheme: "http",
-                port: String::new(),
+                port: None,
                 target: crate::web::Target::Main,
             });
         *self.set_cookie.lock().unwrap_or_else(|p| p.into_inner()) =

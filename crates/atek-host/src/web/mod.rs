@@ -40,8 +40,8 @@ use crate::host::HostState;
 pub(crate) struct Site {
     /// `http`, or `https` behind a TLS proxy on loopback.
     pub(crate) scheme: &'static str,
-    /// `:8480`, or empty when the `Host` header names no port.
-    pub(crate) port: String,
+    /// The port the `Host` header names, if any: kept in every URL the host builds.
+    pub(crate) port: Option<u16>,
     /// The host's domain or one app.
     pub(crate) target: Target,
 }
@@ -72,7 +72,15 @@ impl Site {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let (name, port) = split_port(host);
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let name = name.trim_end_matches('.');
+        // Lowercased only when it has to be: this runs for every request.
+        let lowered;
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = name.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            name
+        };
         let target = match name.strip_suffix(domain) {
             Some(sub) if !sub.is_empty() => match sub.strip_suffix('.') {
                 Some(id) if !id.is_empty() => Target::App(id.to_owned()),
@@ -86,19 +94,25 @@ impl Site {
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
         Self {
             scheme: if tls { "https" } else { "http" },
-            port: port.map(|p| format!(":{p}")).unwrap_or_default(),
+            port: port.and_then(|p| p.parse().ok()),
             target,
         }
     }
 
     /// The origin of the host's own pages (`http://localhost:8480`).
     pub(crate) fn main_origin(&self, domain: &str) -> String {
-        format!("{}://{domain}{}", self.scheme, self.port)
+        match self.port {
+            Some(port) => format!("{}://{domain}:{port}", self.scheme),
+            None => format!("{}://{domain}", self.scheme),
+        }
     }
 
     /// The origin of app `id` (`http://hello.localhost:8480`).
     pub(crate) fn app_origin(&self, domain: &str, id: &str) -> String {
-        format!("{}://{id}.{domain}{}", self.scheme, self.port)
+        match self.port {
+            Some(port) => format!("{}://{id}.{domain}:{port}", self.scheme),
+            None => format!("{}://{id}.{domain}", self.scheme),
+        }
     }
 }
 
@@ -255,8 +269,16 @@ mod tests {
     #[test]
     fn hosts_are_placed() {
         assert_eq!(site("localhost:8480").target, Target::Main);
-        assert_eq!(site("localhost:8480").port, ":8480");
-        assert_eq!(site("localhost").port, "");
+        assert_eq!(site("localhost:8480").port, Some(8480));
+        assert_eq!(
+            site("localhost:8480").main_origin("localhost"),
+            "http://localhost:8480"
+        );
+        assert_eq!(site("localhost").port, None);
+        assert_eq!(
+            site("localhost").main_origin("localhost"),
+            "http://localhost"
+        );
         assert_eq!(
             site("hello.localhost:8480").target,
             Target::App("hello".into())
@@ -267,7 +289,7 @@ mod tests {
         );
         assert_eq!(site("127.0.0.1:9").target, Target::Main);
         assert_eq!(site("[::1]:9").target, Target::Main);
-        assert_eq!(site("[::1]:9").port, ":9");
+        assert_eq!(site("[::1]:9").port, Some(9));
         assert_eq!(site("notlocalhost").target, Target::Main);
         assert_eq!(site(".localhost").target, Target::Main);
         assert_eq!(site("").target, Target::Main);
