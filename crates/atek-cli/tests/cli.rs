@@ -275,3 +275,18 @@ fn users_from_the_cli() {
         text(&out)
     );
 }
+
+#[test]
+fn a_relative_config_dir_works() {
+    let root = tempfile::tempdir().unwrap();
+    write_config(&root.path().join("cfg"), "");
+    python_app(&root.path().join("py-app"));
+    let dir = Path::new("cfg");
+    let _host = TestHost::start_in(dir, root.path());
+    // The service runs in its own folder: its socket path must not be relative.
+    let out = run(atek(dir)
+        .args(["install", "py-app"])
+        .current_dir(root.path()));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("py-app (active)"), "{}", text(&out));
+}

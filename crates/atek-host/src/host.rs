@@ -180,7 +180,13 @@ impl Host {
     /// Starts the host: listens, then loads services in the background. Returns once the
     /// port is bound; `state().is_ready()` turns true when the core services are loaded.
     pub async fn start(opts: HostOptions) -> Result<Self, HostError> {
-        let paths = Paths::new(&opts.config_dir);
+        // Absolute: services run in their own folders, and their socket paths come from here.
+        let config_dir =
+            std::path::absolute(&opts.config_dir).map_err(|source| HostError::Dirs {
+                path: opts.config_dir.clone(),
+                source,
+            })?;
+        let paths = Paths::new(&config_dir);
         paths.create_dirs().map_err(|source| HostError::Dirs {
             path: paths.root().to_owned(),
             source,

@@ -53,20 +53,28 @@ pub(crate) struct TestHost {
 
 impl TestHost {
     pub(crate) fn start(dir: &Path) -> Self {
+        Self::start_in(dir, Path::new("."))
+    }
+
+    /// A host started in `cwd` (where a relative `dir` is resolved).
+    pub(crate) fn start_in(dir: &Path, cwd: &Path) -> Self {
         let child = atek(dir)
             .arg("run")
+            .current_dir(cwd)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let host = Self {
             child,
-            dir: dir.to_owned(),
+            dir: cwd.join(dir),
         };
         // Ready when `atek ls` succeeds (it goes through the gateway and services-api).
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if dir.join("run.json").exists() && run(atek(dir).arg("ls")).status.success() {
+            if cwd.join(dir).join("run.json").exists()
+                && run(atek(dir).arg("ls").current_dir(cwd)).status.success()
+            {
                 return host;
             }
             assert!(Instant::now() < deadline, "host did not become ready");
