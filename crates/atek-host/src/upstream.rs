@@ -94,10 +94,26 @@ pub struct Upstream {
     streams: Arc<[Mutex<Vec<StreamConn>>]>,
 }
 
-/// An idle connection for streamed exchanges; a spawned task drives it.
+/// An idle connection for streamed exchanges, with its driver.
 struct StreamConn {
     sender: http1::SendRequest<Body>,
+    driver: Driver,
     idle_since: Instant,
+}
+
+/// [`Retry`] of a streamed exchange.
+type StreamRetry = Retry<Body>;
+
+impl StreamConn {
+    /// Polls the idle connection once (so a close by the service, or the end of the last
+    /// exchange, is noticed), then asks whether it takes a request now.
+    fn is_ready(&mut self) -> bool {
+        if self.sender.is_closed() {
+            return false;
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        self.driver.as_mut().poll(&mut cx).is_pending() && self.sender.is_ready()
+    }
 }
 
 /// How many HTTP threads get a pool of their own (more share by index).
@@ -203,53 +219,84 @@ impl Upstream {
     }
 
     /// Sends `req` with its body streamed, and returns the answer as soon as its head
-    /// arrives, its body streaming behind. The connection goes back to the pool when that
-    /// body has been read to the end; one abandoned half-way is closed. A pooled connection
-    /// found closed is replaced, and the request sent again only when it was never sent.
+    /// arrives, its body streaming behind. Like [`Upstream::call`], no task is spawned: the
+    /// caller's task drives the connection until the head arrives, and then the answer's
+    /// body drives it as it is read (the server's connection task polls it). The connection
+    /// goes back to the pool when that body has been read to the end and the connection
+    /// can take another request; one abandoned half-way is closed. A pooled connection found
+    /// closed is replaced, and the request sent again only when it was never sent.
     pub async fn forward(
         &self,
         mut req: Request<Body>,
     ) -> Result<http::Response<Body>, UpstreamError> {
         loop {
-            let (mut sender, fresh) = match self.checkout_stream() {
-                Some(sender) => (sender, false),
+            let (conn, fresh) = match self.checkout_stream() {
+                Some(conn) => (conn, false),
                 None => (self.connect_stream().await?, true),
             };
-            if let Err(e) = std::future::poll_fn(|cx| sender.poll_ready(cx)).await {
-                if fresh {
-                    return Err(UpstreamError::Http(e));
+            let StreamConn {
+                mut sender,
+                mut driver,
+                ..
+            } = conn;
+            let mut work = Box::pin(send_head(&mut sender, req));
+            let first = tokio::select! {
+                biased;
+                head = &mut work => Ok(head),
+                closed = driver.as_mut() => Err(closed),
+            };
+            let (head, driver) = match first {
+                Ok(head) => {
+                    drop(work);
+                    (head, Some(driver))
                 }
-                continue;
-            }
-            match sender.try_send_request(req).await {
+                Err(closed) => {
+                    if let Err(e) = closed {
+                        tracing::trace!(error = %e, "upstream connection ended");
+                    }
+                    // Dropping the driver makes hyper hand back a request it never sent.
+                    drop(driver);
+                    (work.await, None)
+                }
+            };
+            match head {
                 Ok(resp) => {
                     let (parts, body) = resp.into_parts();
-                    let body = Body::new(Returning {
+                    let body = Body::new(Driven {
                         body,
-                        back: Some((self.clone(), sender)),
+                        conn: driver.map(|driver| (sender, driver)),
+                        upstream: self.clone(),
                     });
                     return Ok(http::Response::from_parts(parts, body));
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if !fresh => req = unsent,
-                    _ => return Err(UpstreamError::Http(e.into_error())),
-                },
+                Err(Retry::Unsent(back, _)) if !fresh => req = *back,
+                Err(Retry::Unsent(_, e)) => return Err(UpstreamError::Http(e)),
+                Err(Retry::Failed(e)) => return Err(e),
             }
         }
     }
 
-    /// An idle connection that can take a request now. One whose answer is done but whose
-    /// request body is still being sent (an app that answered an upload early) is not
-    /// ready: it stays in the pool rather than hold up a request that picks it.
-    fn checkout_stream(&self) -> Option<http1::SendRequest<Body>> {
+    /// An idle connection that can take a request now.
+    fn checkout_stream(&self) -> Option<StreamConn> {
         let mut idle = thread_pool(&self.streams);
-        idle.retain(|c| c.idle_since.elapsed() < IDLE_TIMEOUT && !c.sender.is_closed());
-        let ready = idle.iter().rposition(|c| c.sender.is_ready())?;
-        Some(idle.remove(ready).sender)
+        while let Some(mut conn) = idle.pop() {
+            if conn.idle_since.elapsed() < IDLE_TIMEOUT && conn.is_ready() {
+                return Some(conn);
+            }
+        }
+        None
     }
 
-    fn checkin_stream(&self, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() {
+    /// Pools a connection whose exchange is complete; one that cannot take another request
+    /// now (the app answered before the upload ended, say) is closed instead: nobody would
+    /// drive the rest of its upload.
+    fn checkin_stream(&self, sender: http1::SendRequest<Body>, driver: Driver) {
+        let mut conn = StreamConn {
+            sender,
+            driver,
+            idle_since: Instant::now(),
+        };
+        if !conn.is_ready() {
             return;
         }
         let mut idle = thread_pool(&self.streams);
@@ -260,21 +307,17 @@ impl Upstream {
             idle.remove(0);
         }
         if idle.len() < MAX_IDLE {
-            idle.push(StreamConn {
-                sender,
-                idle_since: Instant::now(),
-            });
+            idle.push(conn);
         }
     }
 
-    async fn connect_stream(&self) -> Result<http1::SendRequest<Body>, UpstreamError> {
+    async fn connect_stream(&self) -> Result<StreamConn, UpstreamError> {
         let (sender, driver) = open::<Body>(&self.endpoint, Upgrades::No).await?;
-        tokio::spawn(async move {
-            if let Err(e) = driver.await {
-                tracing::trace!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(StreamConn {
+            sender,
+            driver,
+            idle_since: Instant::now(),
+        })
     }
 
     /// A fresh connection (not pooled) that can be upgraded, for WebSockets. The caller
@@ -286,13 +329,24 @@ impl Upstream {
     }
 }
 
-/// A streamed answer's body: hands its connection back to the pool once read to the end.
-struct Returning {
+/// A streamed answer's body. Reading it drives its connection (which moves the answer's
+/// bytes in, and the rest of an upload out); read to the end, it hands the connection back
+/// to the pool.
+struct Driven {
     body: hyper::body::Incoming,
-    back: Option<(Upstream, http1::SendRequest<Body>)>,
+    conn: Option<(http1::SendRequest<Body>, Driver)>,
+    upstream: Upstream,
 }
 
-impl hyper::body::Body for Returning {
+impl Driven {
+    fn finish(&mut self) {
+        if let Some((sender, driver)) = self.conn.take() {
+            self.upstream.checkin_stream(sender, driver);
+        }
+    }
+}
+
+impl hyper::body::Body for Driven {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -300,11 +354,19 @@ impl hyper::body::Body for Returning {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let std::task::Poll::Ready(None) = polled
-            && let Some((upstream, sender)) = self.back.take()
+        if let Some((_, driver)) = &mut self.conn
+            && let std::task::Poll::Ready(ended) = driver.as_mut().poll(cx)
         {
-            upstream.checkin_stream(sender);
+            // The connection is done (it delivered what it had, or failed): what it
+            // delivered is still read below.
+            if let Err(e) = ended {
+                tracing::trace!(error = %e, "upstream connection ended");
+            }
+            self.conn = None;
+        }
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.finish();
         }
         polled
     }
@@ -318,21 +380,37 @@ impl hyper::body::Body for Returning {
     }
 }
 
-impl Drop for Returning {
+impl Drop for Driven {
     /// An answer with no body left (empty, or HEAD) may never be polled: the connection is
     /// still reusable then.
     fn drop(&mut self) {
-        if let Some((upstream, sender)) = self.back.take()
-            && hyper::body::Body::is_end_stream(&self.body)
-        {
-            upstream.checkin_stream(sender);
+        if hyper::body::Body::is_end_stream(&self.body) {
+            self.finish();
         }
     }
 }
 
-enum Retry {
+/// Sends `req` once the connection is ready, and waits for the answer's head.
+async fn send_head(
+    sender: &mut http1::SendRequest<Body>,
+    req: Request<Body>,
+) -> Result<http::Response<hyper::body::Incoming>, StreamRetry> {
+    std::future::poll_fn(|cx| sender.poll_ready(cx))
+        .await
+        .map_err(|e| Retry::Failed(UpstreamError::Http(e)))?;
+    sender.try_send_request(req).await.map_err(|mut e| {
+        let unsent = e.take_message();
+        let error = e.into_error();
+        match unsent {
+            Some(req) => Retry::Unsent(Box::new(req), error),
+            None => Retry::Failed(UpstreamError::Http(error)),
+        }
+    })
+}
+
+enum Retry<B = Full<Bytes>> {
     /// The request was never sent: it may go on another connection.
-    Unsent(Box<Request<Full<Bytes>>>, hyper::Error),
+    Unsent(Box<Request<B>>, hyper::Error),
     Failed(UpstreamError),
 }
 
