@@ -169,6 +169,34 @@ impl Store {
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<StateFile, StoreError> {
+    parse_versioned(
+        path,
+        bytes,
+        &Versioned {
+            what: "services",
+            version: VERSION,
+            remedy: "restore it from a backup or move it away to start empty",
+        },
+    )
+}
+
+/// What [`parse_versioned`] reads: one of the host's versioned state files.
+pub(crate) struct Versioned {
+    /// What the file holds (`users`), for messages.
+    pub(crate) what: &'static str,
+    /// The newest format version this build reads.
+    pub(crate) version: u32,
+    /// What a person can do about a damaged file.
+    pub(crate) remedy: &'static str,
+}
+
+/// Parses a versioned state file (`{"version": N, …}`): one from a newer Atek is refused with
+/// a message saying so, a damaged one with what to do about it.
+pub(crate) fn parse_versioned<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    file: &Versioned,
+) -> Result<T, StoreError> {
     let corrupt = |problem: String| StoreError::Corrupt {
         path: path.to_owned(),
         problem,
@@ -177,18 +205,15 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<StateFile, StoreError> {
     struct Head {
         version: u32,
     }
-    let head: Head = serde_json::from_slice(bytes).map_err(|e| {
-        corrupt(format!(
-            "not a services file ({e}); restore it from a backup or move it away to start empty"
-        ))
-    })?;
-    if head.version > VERSION {
+    let head: Head = serde_json::from_slice(bytes)
+        .map_err(|e| corrupt(format!("not a {} file ({e}); {}", file.what, file.remedy)))?;
+    if head.version > file.version {
         return Err(corrupt(format!(
-            "written by a newer Atek (format version {}, this one reads up to {VERSION}); upgrade Atek",
-            head.version
+            "written by a newer Atek (format version {}, this one reads up to {}); upgrade Atek, or {}",
+            head.version, file.version, file.remedy
         )));
     }
-    serde_json::from_slice(bytes).map_err(|e| corrupt(format!("damaged ({e})")))
+    serde_json::from_slice(bytes).map_err(|e| corrupt(format!("damaged ({e}); {}", file.remedy)))
 }
 
 #[cfg(test)]

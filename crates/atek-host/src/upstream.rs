@@ -39,14 +39,15 @@ impl std::fmt::Display for Endpoint {
 /// connections over sockets and over TCP share one pool type.
 pub type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
-/// One idle keep-alive connection.
-struct Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
+/// One idle keep-alive connection, with its driver; `B` is the request body type: whole
+/// (`Full`) for JSON-RPC calls, streamed (`Body`) for the app proxy.
+struct Conn<B = Full<Bytes>> {
+    sender: http1::SendRequest<B>,
     driver: Driver,
     idle_since: Instant,
 }
 
-impl Conn {
+impl<B> Conn<B> {
     /// Polls the idle connection once: a service that closed it (idle timeout,
     /// `Connection: close`) is noticed here rather than by the next call.
     fn is_alive(&mut self) -> bool {
@@ -55,6 +56,44 @@ impl Conn {
         }
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         self.driver.as_mut().poll(&mut cx).is_pending() && !self.sender.is_closed()
+    }
+
+    /// Alive, and done with its last exchange (an upload the app answered early may still
+    /// be going out).
+    fn is_ready(&mut self) -> bool {
+        self.is_alive() && self.sender.is_ready()
+    }
+}
+
+/// Takes the most recently used connection of this thread's pool that passes `usable`;
+/// the ones that fail it are closed.
+fn checkout_from<B>(
+    pools: &[Mutex<Vec<Conn<B>>>],
+    usable: impl Fn(&mut Conn<B>) -> bool,
+) -> Option<Conn<B>> {
+    let mut idle = thread_pool(pools);
+    while let Some(mut conn) = idle.pop() {
+        if conn.idle_since.elapsed() < IDLE_TIMEOUT && usable(&mut conn) {
+            return Some(conn);
+        }
+    }
+    None
+}
+
+/// Puts a connection back on this thread's pool, dropping stale ones and keeping at most
+/// [`MAX_IDLE`].
+fn checkin_to<B>(pools: &[Mutex<Vec<Conn<B>>>], mut conn: Conn<B>) {
+    conn.idle_since = Instant::now();
+    let mut idle = thread_pool(pools);
+    // The stack is used from the top, so stale connections gather at the bottom.
+    while idle
+        .first()
+        .is_some_and(|c| c.idle_since.elapsed() >= IDLE_TIMEOUT)
+    {
+        idle.remove(0);
+    }
+    if idle.len() < MAX_IDLE {
+        idle.push(conn);
     }
 }
 
@@ -94,27 +133,11 @@ pub struct Upstream {
     streams: Arc<[Mutex<Vec<StreamConn>>]>,
 }
 
-/// An idle connection for streamed exchanges, with its driver.
-struct StreamConn {
-    sender: http1::SendRequest<Body>,
-    driver: Driver,
-    idle_since: Instant,
-}
+/// An idle connection for streamed exchanges.
+type StreamConn = Conn<Body>;
 
 /// [`Retry`] of a streamed exchange.
 type StreamRetry = Retry<Body>;
-
-impl StreamConn {
-    /// Polls the idle connection once (so a close by the service, or the end of the last
-    /// exchange, is noticed), then asks whether it takes a request now.
-    fn is_ready(&mut self) -> bool {
-        if self.sender.is_closed() {
-            return false;
-        }
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        self.driver.as_mut().poll(&mut cx).is_pending() && self.sender.is_ready()
-    }
-}
 
 /// How many HTTP threads get a pool of their own (more share by index).
 const POOLS: usize = 16;
@@ -157,28 +180,11 @@ impl Upstream {
     }
 
     fn checkout(&self) -> Option<Conn> {
-        let mut idle = thread_pool(&self.idle);
-        while let Some(mut conn) = idle.pop() {
-            if conn.idle_since.elapsed() < IDLE_TIMEOUT && conn.is_alive() {
-                return Some(conn);
-            }
-        }
-        None
+        checkout_from(&self.idle, Conn::is_alive)
     }
 
-    fn checkin(&self, mut conn: Conn) {
-        conn.idle_since = Instant::now();
-        let mut idle = thread_pool(&self.idle);
-        // The stack is used from the top, so stale connections gather at the bottom.
-        while idle
-            .first()
-            .is_some_and(|c| c.idle_since.elapsed() >= IDLE_TIMEOUT)
-        {
-            idle.remove(0);
-        }
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
-        }
+    fn checkin(&self, conn: Conn) {
+        checkin_to(&self.idle, conn);
     }
 
     async fn connect(&self) -> Result<Conn, UpstreamError> {
@@ -278,13 +284,7 @@ impl Upstream {
 
     /// An idle connection that can take a request now.
     fn checkout_stream(&self) -> Option<StreamConn> {
-        let mut idle = thread_pool(&self.streams);
-        while let Some(mut conn) = idle.pop() {
-            if conn.idle_since.elapsed() < IDLE_TIMEOUT && conn.is_ready() {
-                return Some(conn);
-            }
-        }
-        None
+        checkout_from(&self.streams, StreamConn::is_ready)
     }
 
     /// Pools a connection whose exchange is complete; one that cannot take another request
@@ -296,18 +296,8 @@ impl Upstream {
             driver,
             idle_since: Instant::now(),
         };
-        if !conn.is_ready() {
-            return;
-        }
-        let mut idle = thread_pool(&self.streams);
-        while idle
-            .first()
-            .is_some_and(|c| c.idle_since.elapsed() >= IDLE_TIMEOUT)
-        {
-            idle.remove(0);
-        }
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
+        if conn.is_ready() {
+            checkin_to(&self.streams, conn);
         }
     }
 

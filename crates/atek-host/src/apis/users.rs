@@ -22,12 +22,16 @@ fn failed(e: UserError) -> RpcError {
     RpcError::general(e.to_string())
 }
 
+/// Param `i` as a user key.
+fn user_key(params: &Params, i: usize) -> Result<UserKey, RpcError> {
+    let key = params.string(i)?;
+    key.parse()
+        .map_err(|_| failed(UserError::NotFound(key.to_owned())))
+}
+
 /// The user named by param `i`, when the caller is an admin or that user.
 fn self_or_admin(caller: &Caller, params: &Params, i: usize) -> Result<UserKey, RpcError> {
-    let key = params.string(i)?;
-    let key: UserKey = key
-        .parse()
-        .map_err(|_| failed(UserError::NotFound(key.to_owned())))?;
+    let key = user_key(params, i)?;
     if caller.admin || (caller.user == key && !key.is_system()) {
         Ok(key)
     } else {
@@ -74,10 +78,7 @@ pub(super) async fn call(
         }
         "update" => {
             admin_only(caller)?;
-            let key = params.string(0)?;
-            let key: UserKey = key
-                .parse()
-                .map_err(|_| failed(UserError::NotFound(key.to_owned())))?;
+            let key = user_key(params, 0)?;
             let update: UserUpdate = params.object(1)?;
             let (user, password_changed) = host.users.update(&key, update).await.map_err(failed)?;
             if password_changed {
@@ -87,10 +88,7 @@ pub(super) async fn call(
         }
         "delete" => {
             admin_only(caller)?;
-            let key = params.string(0)?;
-            let key: UserKey = key
-                .parse()
-                .map_err(|_| failed(UserError::NotFound(key.to_owned())))?;
+            let key = user_key(params, 0)?;
             host.users.delete(&key).map_err(failed)?;
             end_sessions(host, &key);
             tracing::info!(user = %key, "user deleted");

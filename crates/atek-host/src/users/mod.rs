@@ -562,30 +562,15 @@ pub(crate) fn fill_random(buf: &mut [u8]) {
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<UsersFile, StoreError> {
-    let corrupt = |problem: String| StoreError::Corrupt {
-        path: path.to_owned(),
-        problem,
-    };
-    #[derive(Deserialize)]
-    struct Head {
-        version: u32,
-    }
-    let head: Head = serde_json::from_slice(bytes).map_err(|e| {
-        corrupt(format!(
-            "not a users file ({e}); restore it from a backup, or move it away to start with no users"
-        ))
-    })?;
-    if head.version > VERSION {
-        return Err(corrupt(format!(
-            "written by a newer Atek (format version {}, this one reads up to {VERSION}); upgrade Atek",
-            head.version
-        )));
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
-        corrupt(format!(
-            "damaged ({e}); restore it from a backup, or move it away to start with no users"
-        ))
-    })
+    crate::store::parse_versioned(
+        path,
+        bytes,
+        &crate::store::Versioned {
+            what: "users",
+            version: VERSION,
+            remedy: "restore it from a backup, or move it away to start with no users",
+        },
+    )
 }
 
 #[cfg(test)]

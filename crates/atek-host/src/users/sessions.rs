@@ -561,30 +561,15 @@ fn unix_now() -> u64 {
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<SessionsFile, StoreError> {
-    let corrupt = |problem: String| StoreError::Corrupt {
-        path: path.to_owned(),
-        problem,
-    };
-    #[derive(Deserialize)]
-    struct Head {
-        version: u32,
-    }
-    let head: Head = serde_json::from_slice(bytes).map_err(|e| {
-        corrupt(format!(
-            "not a sessions file ({e}); move it away to start with no sessions (everyone logs in again)"
-        ))
-    })?;
-    if head.version > VERSION {
-        return Err(corrupt(format!(
-            "written by a newer Atek (format version {}, this one reads up to {VERSION}); upgrade Atek, or move the file away to log everyone out",
-            head.version
-        )));
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
-        corrupt(format!(
-            "damaged ({e}); move it away to start with no sessions (everyone logs in again)"
-        ))
-    })
+    crate::store::parse_versioned(
+        path,
+        bytes,
+        &crate::store::Versioned {
+            what: "sessions",
+            version: VERSION,
+            remedy: "move it away to start with no sessions (everyone logs in again)",
+        },
+    )
 }
 
 #[cfg(test)]
