@@ -2,7 +2,7 @@
 //!
 //! System tokens come from config.json; every service process gets a fresh token at each
 //! start, registered here while the process lives. Browsers carry a `session` cookie
-//! ([`crate::users::Sessions`]). [`authenticate`] applies the rule for one request: a valid
+//! ([`crate::users::Sessions`]). `authenticate` applies the rule for one request: a valid
 //! bearer token wins, else a cookie valid for the host the request was made to; anything
 //! stale or unknown leaves the request simply unauthenticated.
 
@@ -22,7 +22,7 @@ pub struct Caller {
     pub admin: bool,
     /// Authenticated by a browser session cookie rather than a token. Calls forwarded to a
     /// service then carry that service's own key as `Atek-Auth-Service` (reference §3.6), and
-    /// cross-site requests are refused ([`crate::web::csrf`]).
+    /// cross-site requests are refused (`web::csrf`).
     pub session: bool,
 }
 
