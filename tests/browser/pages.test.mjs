@@ -12,7 +12,9 @@ import { before, after } from 'node:test'
 import { browserTest, launchChromium, newContext, screenshot, waitForText, BROWSER_DIR } from './lib/harness.mjs'
 
 const WEB_DIR = path.resolve(BROWSER_DIR, '..', '..', 'crates', 'atek-host', 'src', 'web')
+// As the host serves them: the shared styles (base.css) inlined where a page asks for them.
 const page = (name) => fs.readFileSync(path.join(WEB_DIR, name), 'utf8')
+  .replace('/*ATEK_BASE_CSS*/', fs.readFileSync(path.join(WEB_DIR, 'base.css'), 'utf8'))
 
 let browser
 let server
