@@ -23,7 +23,7 @@ pub(crate) fn site(state: Arc<HostState>) -> Site {
     let gateway = post(gateway::rpc::handle)
         .get(gateway::proxy::handle)
         .options(gateway::preflight);
-    let login = get(|| async { web::pages::own_page(web::pages::LOGIN) });
+    let login = get(|| async { web::pages::own_page(&web::pages::LOGIN) });
     let router = Router::new()
         .route("/_atek/gateway", gateway.clone())
         .route("/_atek/gateway/", gateway)

@@ -5,12 +5,25 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, Response, StatusCode, header};
 
+use std::sync::LazyLock;
+
 /// The login page (`/_atek/login`).
-pub(crate) const LOGIN: &str = include_str!("login.html");
+pub(crate) static LOGIN: LazyLock<String> =
+    LazyLock::new(|| with_style(include_str!("login.html")));
 /// The first-admin page (`/_atek/setup`).
-pub(crate) const SETUP: &str = include_str!("setup.html");
+pub(crate) static SETUP: LazyLock<String> =
+    LazyLock::new(|| with_style(include_str!("setup.html")));
 /// The page at `/` for a user without a main service.
-const WELCOME: &str = include_str!("welcome.html");
+static WELCOME: LazyLock<String> = LazyLock::new(|| with_style(include_str!("welcome.html")));
+
+/// The pages' shared styles, written once and inlined into each page where it says so.
+const BASE_CSS: &str = include_str!("base.css");
+/// Where a page wants [`BASE_CSS`].
+const STYLE_MARKER: &str = "/*ATEK_BASE_CSS*/";
+
+fn with_style(page: &str) -> String {
+    page.replacen(STYLE_MARKER, BASE_CSS, 1)
+}
 
 /// The marker in `welcome.html` replaced by its data.
 const DATA_MARKER: &str = "<!--ATEK_DATA-->";
@@ -33,7 +46,7 @@ pub(crate) fn html(status: StatusCode, body: String) -> Response<Body> {
 }
 
 /// The login or setup page, which no other origin may frame (clickjacking).
-pub(crate) fn own_page(page: &'static str) -> Response<Body> {
+pub(crate) fn own_page(page: &str) -> Response<Body> {
     let mut response = html(StatusCode::OK, page.to_owned());
     response.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
@@ -111,7 +124,12 @@ mod tests {
 
     #[test]
     fn pages_are_self_contained() {
-        for page in [LOGIN, SETUP, WELCOME] {
+        for page in [&*LOGIN, &*SETUP, &*WELCOME] {
+            assert!(
+                !page.contains(STYLE_MARKER),
+                "every page gets the shared styles"
+            );
+            assert!(page.contains(":root {"), "the shared styles are inlined");
             for external in [
                 "src=\"http",
                 "href=\"http",

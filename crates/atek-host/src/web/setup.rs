@@ -41,7 +41,7 @@ pub(crate) async fn page(State(host): State<Arc<HostState>>) -> Response<Body> {
             "/",
         );
     }
-    pages::own_page(pages::SETUP)
+    pages::own_page(&pages::SETUP)
 }
 
 /// The form of the setup page.
