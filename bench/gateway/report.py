@@ -8,13 +8,16 @@ Environment passed through into the JSON: BENCH_SECONDS, BENCH_RUNS, BENCH_STRIC
 BENCH_META (a JSON object of extra facts, e.g. the URLs).
 """
 
-import json
 import os
-import platform
 import re
-import statistics
 import sys
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from atek import (  # noqa: E402
+    bench_meta, bench_settings, check, find_median, fmt_rps, fmt_us, medians, parse_wrk,
+    print_checks, print_head, print_machine, print_progress, read_runs, report_main,
+    write_result,
+)
 
 ROWS = ("gateway", "direct", "nginx")
 ROW_HELP = {
@@ -27,49 +30,7 @@ ROW_HELP = {
 RPS_TARGET = 1.0
 P50_TARGET = 1.2
 
-UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
 NAME_RE = re.compile(r"^(?P<row>[a-z]+)-c(?P<conns>\d+)-t(?P<threads>\d+)-r(?P<run>\d+)\.txt$")
-
-
-def parse_wrk(text):
-    """Returns {rps, p50_us, p99_us, requests, non2xx, socket_errors} from wrk --latency output."""
-
-    def number(pattern):
-        m = re.search(pattern, text, re.M)
-        return m and m.group(1)
-
-    def latency(pct):
-        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.M)
-        if not m:
-            raise ValueError(f"no {pct}% latency line in wrk output")
-        return float(m.group(1)) * UNITS_US[m.group(2)]
-
-    rps = number(r"^Requests/sec:\s+([\d.]+)")
-    if rps is None:
-        raise ValueError("no Requests/sec line in wrk output")
-    errors = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
-    )
-    return {
-        "rps": float(rps),
-        "p50_us": latency(50),
-        "p99_us": latency(99),
-        "requests": int(number(r"^\s*(\d+) requests in ") or 0),
-        "non2xx": int(number(r"Non-2xx or 3xx responses: (\d+)") or 0),
-        "socket_errors": sum(int(g) for g in errors.groups()) if errors else 0,
-    }
-
-
-def fmt_us(us):
-    if us < 1000:
-        return f"{us:.0f} µs"
-    if us < 1e6:
-        return f"{us / 1000:.2f} ms"
-    return f"{us / 1e6:.2f} s"
-
-
-def fmt_rps(rps):
-    return f"{rps:,.0f}"
 
 
 def line(path):
@@ -79,46 +40,20 @@ def line(path):
     extra = ""
     if r["non2xx"] or r["socket_errors"]:
         extra = f"  (non-2xx {r['non2xx']}, socket errors {r['socket_errors']})"
-    print(f"  {label}: {fmt_rps(r['rps']):>9} req/s  p50 {fmt_us(r['p50_us']):>9}  "
-          f"p99 {fmt_us(r['p99_us']):>9}{extra}", flush=True)
+    print_progress(label, r, extra)
     return 0
-
-
-def machine():
-    cpu = ""
-    try:
-        for text_line in open("/proc/cpuinfo"):
-            if text_line.startswith("model name"):
-                cpu = text_line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "loadavg_at_end": list(os.getloadavg()),
-    }
 
 
 def upstream_transport():
     """How the proxies reached the app (BENCH_UPSTREAM, passed in BENCH_META)."""
-    try:
-        return json.loads(os.environ.get("BENCH_META", "{}")).get("upstream", "tcp")
-    except ValueError:
-        return "tcp"
+    return bench_meta().get("upstream", "tcp")
 
 
 def summary(directory, out_path):
-    runs = {}
-    for name in sorted(os.listdir(directory)):
-        m = NAME_RE.match(name)
-        if not m:
-            continue
-        key = (m["row"], int(m["conns"]), int(m["threads"]))
-        parsed = parse_wrk(open(os.path.join(directory, name)).read())
-        parsed["run"] = int(m["run"])
-        runs.setdefault(key, []).append(parsed)
+    # The gateway's results have no `bytes` per run (its answers are all the same size).
+    runs = read_runs(directory, NAME_RE,
+                     lambda m: (m["row"], int(m["conns"]), int(m["threads"])),
+                     lambda r, key, path: r.pop("bytes"))
 
     rows = []
     for key in sorted(runs, key=lambda k: (k[1], ROWS.index(k[0]) if k[0] in ROWS else 99)):
@@ -130,28 +65,18 @@ def summary(directory, out_path):
             "connections": conns,
             "threads": threads,
             "runs": rs,
-            "median": {
-                "rps": statistics.median(r["rps"] for r in rs),
-                "p50_us": statistics.median(r["p50_us"] for r in rs),
-                "p99_us": statistics.median(r["p99_us"] for r in rs),
-            },
+            "median": medians(rs),
             "non2xx": sum(r["non2xx"] for r in rs),
             "socket_errors": sum(r["socket_errors"] for r in rs),
         })
 
     def med(row, conns):
-        for r in rows:
-            if r["row"] == row and r["connections"] == conns:
-                return r["median"]
-        return None
+        return find_median(rows, row=row, connections=conns)
 
-    seconds = os.environ.get("BENCH_SECONDS", "?")
-    n_runs = os.environ.get("BENCH_RUNS", "?")
-    print()
-    print(f"Gateway benchmark: JSON-RPC `echo`, loopback, median of {n_runs} runs x {seconds} s each")
-    header = f"{'row':<8} {'conns':>5} {'threads':>7} {'req/s':>10} {'p50':>10} {'p99':>10}   path"
-    print(header)
-    print("-" * len(header) + "-" * 40)
+    seconds, n_runs = bench_settings()
+    print_head(f"Gateway benchmark: JSON-RPC `echo`, loopback, median of {n_runs} runs x {seconds} s each",
+               f"{'row':<8} {'conns':>5} {'threads':>7} {'req/s':>10} {'p50':>10} {'p99':>10}   path",
+               40)
     for r in rows:
         m = r["median"]
         flag = "  !! errors" if r["non2xx"] or r["socket_errors"] else ""
@@ -167,19 +92,9 @@ def summary(directory, out_path):
         p50_ratio = g1["p50_us"] / n1["p50_us"]
         ratios["gateway_over_nginx_rps_c32"] = rps_ratio
         ratios["gateway_over_nginx_p50_c1"] = p50_ratio
-        checks.append({
-            "name": "gateway/nginx req/s at c=32", "value": rps_ratio,
-            "target": f">= {RPS_TARGET}", "met": rps_ratio >= RPS_TARGET,
-        })
-        checks.append({
-            "name": "gateway/nginx p50 at c=1", "value": p50_ratio,
-            "target": f"<= {P50_TARGET}", "met": p50_ratio <= P50_TARGET,
-        })
-        for c in checks:
-            print(f"{c['name']:<32} {c['value']:6.2f}x   target {c['target']:<7} "
-                  f"{'MET' if c['met'] else 'MISSED'}")
-    else:
-        print("gateway rows missing: no gateway/nginx ratios (targets not evaluated)")
+        checks.append(check("gateway/nginx req/s at c=32", rps_ratio, ">=", RPS_TARGET))
+        checks.append(check("gateway/nginx p50 at c=1", p50_ratio, "<=", P50_TARGET))
+    print_checks(checks, "gateway rows missing: no gateway/nginx ratios (targets not evaluated)")
 
     # For scale: how much each proxy costs over calling the app directly.
     d32, d1 = med("direct", 32), med("direct", 1)
@@ -195,50 +110,15 @@ def summary(directory, out_path):
     if info:
         print("for scale: " + ", ".join(info))
 
-    mach = machine()
-    print(f"machine: {mach['cpus']} CPUs ({mach['cpu'] or 'unknown CPU'}), load average "
-          f"{mach['loadavg_at_end'][0]:.2f} at the end. wrk, the proxies and the app share "
-          f"these CPUs: compare ratios from one run, not absolute numbers across runs.")
+    # An unknown CPU has always been "" in the gateway's results.
+    mach = print_machine(unknown_cpu="")
 
     errors = sum(r["non2xx"] + r["socket_errors"] for r in rows)
     if errors:
         print(f"WARNING: {errors} non-2xx responses or socket errors in total; see the raw runs in the JSON.")
 
-    try:
-        meta = json.loads(os.environ.get("BENCH_META", "{}"))
-    except ValueError:
-        meta = {}
-    result = {
-        "benchmark": "gateway",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds_per_run": float(seconds) if seconds.replace(".", "", 1).isdigit() else seconds,
-        "runs_per_row": int(n_runs) if n_runs.isdigit() else n_runs,
-        "machine": mach,
-        "meta": meta,
-        "rows": rows,
-        "ratios": ratios,
-        "checks": checks,
-        "all_met": bool(checks) and all(c["met"] for c in checks),
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(f"wrote {out_path}")
-
-    if os.environ.get("BENCH_STRICT") == "1" and (not result["all_met"] or errors):
-        return 1
-    return 0
-
-
-def main(argv):
-    if len(argv) == 2 and argv[0] == "line":
-        return line(argv[1])
-    if len(argv) == 3 and argv[0] == "summary":
-        return summary(argv[1], argv[2])
-    print(__doc__, file=sys.stderr)
-    return 2
+    return write_result("gateway", out_path, mach, rows, ratios, checks, errors)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(report_main(sys.argv[1:], __doc__, line, summary))

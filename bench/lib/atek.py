@@ -22,7 +22,9 @@ Importable (bench/footprint/measure.py uses it) and callable from shell:
     atek.py check-get URL LENGTH [HEADER ...]      GET URL (HEADER: "Name: value"); check that
                                                    it answers 200 with exactly LENGTH body bytes
 
-Also parse_wrk(), fmt_us(), fmt_rps() and machine() for the report scripts.
+Also, for the report scripts (bench/*/report.py): parse_wrk(), fmt_us(), fmt_rps(),
+machine() and what both reports share (reading runs, medians, target checks, the
+machine line, the result file).
 """
 
 import http.client
@@ -32,6 +34,7 @@ import platform
 import re
 import secrets
 import socket
+import statistics
 import sys
 import time
 import urllib.parse
@@ -483,8 +486,10 @@ def fmt_rps(rps):
     return f"{rps:,.0f}"
 
 
-def machine():
-    cpu = None
+def machine(unknown_cpu=None):
+    """The machine's CPUs, kernel and load average, for the result files. `cpu` is
+    `unknown_cpu` when /proc/cpuinfo names no model."""
+    cpu = unknown_cpu
     try:
         with open("/proc/cpuinfo") as f:
             for row in f:
@@ -499,6 +504,135 @@ def machine():
         "kernel": platform.release(),
         "loadavg_at_end": list(os.getloadavg()),
     }
+
+
+# What bench/gateway/report.py and bench/proxy/report.py share: reading the wrk outputs
+# run.sh wrote, medians, targets, the machine line and the result file.
+
+
+def print_progress(label, r, extra=""):
+    """The progress line of one wrk run (`report.py line`)."""
+    print(f"  {label}: {fmt_rps(r['rps']):>9} req/s  p50 {fmt_us(r['p50_us']):>9}  "
+          f"p99 {fmt_us(r['p99_us']):>9}{extra}", flush=True)
+
+
+def read_runs(directory, name_re, key_of, add=None):
+    """{key: [run, ...]} of the wrk outputs in `directory` whose names match `name_re`:
+    each run is parse_wrk()'s dict and its number (`run`); key_of(match) gives its key,
+    and add(run, key, path), if given, adds to it."""
+    runs = {}
+    for name in sorted(os.listdir(directory)):
+        m = name_re.match(name)
+        if not m:
+            continue
+        key = key_of(m)
+        path = os.path.join(directory, name)
+        with open(path) as f:
+            parsed = parse_wrk(f.read())
+        parsed["run"] = int(m["run"])
+        if add is not None:
+            add(parsed, key, path)
+        runs.setdefault(key, []).append(parsed)
+    return runs
+
+
+def medians(runs):
+    """The median req/s, p50 and p99 of some runs."""
+    return {
+        "rps": statistics.median(r["rps"] for r in runs),
+        "p50_us": statistics.median(r["p50_us"] for r in runs),
+        "p99_us": statistics.median(r["p99_us"] for r in runs),
+    }
+
+
+def find_median(rows, **fields):
+    """The `median` of the first row with these field values, or None."""
+    for r in rows:
+        if all(r[k] == v for k, v in fields.items()):
+            return r["median"]
+    return None
+
+
+def bench_settings():
+    """BENCH_SECONDS and BENCH_RUNS as run.sh passed them ("?" if not)."""
+    return os.environ.get("BENCH_SECONDS", "?"), os.environ.get("BENCH_RUNS", "?")
+
+
+def print_head(title, header, dashes):
+    """The title, the column names and a rule `dashes` longer than them."""
+    print()
+    print(title)
+    print(header)
+    print("-" * (len(header) + dashes))
+
+
+def check(name, value, op, target):
+    """A target check: `value` (a ratio) must be >= or <= `target`."""
+    met = value >= target if op == ">=" else value <= target
+    return {"name": name, "value": value, "target": f"{op} {target}", "met": met}
+
+
+def print_checks(checks, missing):
+    """One line per check, or `missing` if there are none."""
+    if not checks:
+        print(missing)
+    for c in checks:
+        print(f"{c['name']:<32} {c['value']:6.2f}x   target {c['target']:<7} "
+              f"{'MET' if c['met'] else 'MISSED'}")
+
+
+def print_machine(unknown_cpu=None):
+    """Prints the machine line; returns machine()."""
+    mach = machine(unknown_cpu)
+    print(f"machine: {mach['cpus']} CPUs ({mach['cpu'] or 'unknown CPU'}), load average "
+          f"{mach['loadavg_at_end'][0]:.2f} at the end. wrk, the proxies and the app share "
+          f"these CPUs: compare ratios from one run, not absolute numbers across runs.")
+    return mach
+
+
+def bench_meta():
+    """BENCH_META, the JSON object of extra facts run.sh passes ({} if unreadable)."""
+    try:
+        return json.loads(os.environ.get("BENCH_META", "{}"))
+    except ValueError:
+        return {}
+
+
+def write_result(benchmark, out_path, mach, rows, ratios, checks, failures):
+    """Writes the result file and says so. Returns the exit status: 1 with BENCH_STRICT=1
+    if a target was missed or there were `failures`, else 0."""
+    seconds, n_runs = bench_settings()
+    result = {
+        "benchmark": benchmark,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds_per_run": float(seconds) if seconds.replace(".", "", 1).isdigit() else seconds,
+        "runs_per_row": int(n_runs) if n_runs.isdigit() else n_runs,
+        "machine": mach,
+        "meta": bench_meta(),
+        "rows": rows,
+        "ratios": ratios,
+        "checks": checks,
+        "all_met": bool(checks) and all(c["met"] for c in checks),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(f"wrote {out_path}")
+
+    if os.environ.get("BENCH_STRICT") == "1" and (not result["all_met"] or failures):
+        return 1
+    return 0
+
+
+def report_main(argv, usage, line, summary):
+    """`report.py line FILE` or `report.py summary DIR OUT.json`; else prints `usage`."""
+    if len(argv) == 2 and argv[0] == "line":
+        return line(argv[1])
+    if len(argv) == 3 and argv[0] == "summary":
+        return summary(argv[1], argv[2])
+    print(usage, file=sys.stderr)
+    return 2
 
 
 def main(argv):

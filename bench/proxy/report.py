@@ -14,15 +14,17 @@ read per request do not fit SIZE: wrk counts a 3xx as a success, so a redirect t
 page would otherwise be measured as a fast answer.
 """
 
-import json
 import os
 import re
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from atek import fmt_rps, fmt_us, machine, parse_wrk  # noqa: E402
+from atek import (  # noqa: E402
+    bench_settings, check, find_median, fmt_rps, fmt_us, medians, parse_wrk,
+    print_checks, print_head, print_machine, print_progress, read_runs, report_main,
+    write_result,
+)
 
 ROWS = ("proxy", "direct", "nginx")
 ROW_HELP = {
@@ -106,23 +108,18 @@ def line(path):
     else:
         label, bad = path, []
     extra = f"  FAILED: {'; '.join(bad)}" if bad else ""
-    print(f"  {label}: {fmt_rps(r['rps']):>9} req/s  p50 {fmt_us(r['p50_us']):>9}  "
-          f"p99 {fmt_us(r['p99_us']):>9}{cpu}{extra}", flush=True)
+    print_progress(label, r, cpu + extra)
     return 3 if bad else 0
 
 
 def summary(directory, out_path):
-    runs = {}
-    for name in sorted(os.listdir(directory)):
-        m = NAME_RE.match(name)
-        if not m:
-            continue
-        key = (m["row"], int(m["size"]), int(m["conns"]), int(m["threads"]))
-        parsed = parse_wrk(open(os.path.join(directory, name)).read())
-        parsed["run"] = int(m["run"])
-        parsed["problems"] = problems(parsed, key[1], key[2])
-        add_cpu(parsed, os.path.join(directory, name))
-        runs.setdefault(key, []).append(parsed)
+    def add(r, key, path):
+        r["problems"] = problems(r, key[1], key[2])
+        add_cpu(r, path)
+
+    runs = read_runs(directory, NAME_RE,
+                     lambda m: (m["row"], int(m["size"]), int(m["conns"]), int(m["threads"])),
+                     add)
 
     def order(k):
         return (k[1], k[2], ROWS.index(k[0]) if k[0] in ROWS else 99)
@@ -146,9 +143,7 @@ def summary(directory, out_path):
             "threads": threads,
             "runs": rs,
             "median": {
-                "rps": statistics.median(r["rps"] for r in rs),
-                "p50_us": statistics.median(r["p50_us"] for r in rs),
-                "p99_us": statistics.median(r["p99_us"] for r in rs),
+                **medians(rs),
                 "proxy_cpu_us_per_request": median_of("proxy_cpu_us"),
                 "app_cpu_us_per_request": median_of("app_cpu_us"),
             },
@@ -156,19 +151,13 @@ def summary(directory, out_path):
         })
 
     def med(row, size, conns):
-        for r in rows:
-            if (r["row"], r["size"], r["connections"]) == (row, size, conns):
-                return r["median"]
-        return None
+        return find_median(rows, row=row, size=size, connections=conns)
 
-    seconds = os.environ.get("BENCH_SECONDS", "?")
-    n_runs = os.environ.get("BENCH_RUNS", "?")
-    print()
-    print(f"Proxy benchmark: GET /bytes/SIZE, loopback, median of {n_runs} runs x {seconds} s each")
-    header = (f"{'row':<6} {'size':>5} {'conns':>5} {'threads':>7} {'req/s':>9} {'MiB/s':>8} "
-              f"{'p50':>9} {'p99':>9} {'proxy CPU':>10} {'app CPU':>9}   path")
-    print(header)
-    print("-" * (len(header) + 38))
+    seconds, n_runs = bench_settings()
+    print_head(f"Proxy benchmark: GET /bytes/SIZE, loopback, median of {n_runs} runs x {seconds} s each",
+               f"{'row':<6} {'size':>5} {'conns':>5} {'threads':>7} {'req/s':>9} {'MiB/s':>8} "
+               f"{'p50':>9} {'p99':>9} {'proxy CPU':>10} {'app CPU':>9}   path",
+               38)
     last = None
     for r in rows:
         if last is not None and (r["size"], r["connections"]) != last:
@@ -193,22 +182,16 @@ def summary(directory, out_path):
             continue
         value = p32["rps"] / n32["rps"]
         ratios[f"proxy_over_nginx_rps_c32_s{size}"] = value
-        checks.append({"name": f"proxy/nginx req/s {fmt_size(size)} c=32", "value": value,
-                       "target": f">= {RPS_TARGET}", "met": value >= RPS_TARGET})
+        checks.append(check(f"proxy/nginx req/s {fmt_size(size)} c=32", value, ">=", RPS_TARGET))
         for conns in conns_all:
             p, n = med("proxy", size, conns), med("nginx", size, conns)
             if not (p and n):
                 continue
             value = p["p99_us"] / n["p99_us"]
             ratios[f"proxy_over_nginx_p99_c{conns}_s{size}"] = value
-            checks.append({"name": f"proxy/nginx p99 {fmt_size(size)} c={conns}", "value": value,
-                           "target": f"<= {P99_TARGET}", "met": value <= P99_TARGET})
-    if checks:
-        for c in checks:
-            print(f"{c['name']:<32} {c['value']:6.2f}x   target {c['target']:<7} "
-                  f"{'MET' if c['met'] else 'MISSED'}")
-    else:
-        print("proxy rows missing: no proxy/nginx ratios (targets not evaluated)")
+            checks.append(check(f"proxy/nginx p99 {fmt_size(size)} c={conns}", value, "<=",
+                                P99_TARGET))
+    print_checks(checks, "proxy rows missing: no proxy/nginx ratios (targets not evaluated)")
 
     # For scale: how much each proxy costs over asking the app directly.
     for size in sizes:
@@ -225,50 +208,14 @@ def summary(directory, out_path):
 
     print("CPU columns: CPU time (user + system) per request of the proxy process(es) and of "
           "the app, from /proc/PID/stat; steadier than req/s on a busy machine.")
-    mach = machine()
-    print(f"machine: {mach['cpus']} CPUs ({mach['cpu'] or 'unknown CPU'}), load average "
-          f"{mach['loadavg_at_end'][0]:.2f} at the end. wrk, the proxies and the app share "
-          f"these CPUs: compare ratios from one run, not absolute numbers across runs.")
+    mach = print_machine()
 
     failed = sum(r["failed_runs"] for r in rows)
     if failed:
         print(f"WARNING: {failed} runs had failed requests; see `problems` in the JSON.")
 
-    try:
-        meta = json.loads(os.environ.get("BENCH_META", "{}"))
-    except ValueError:
-        meta = {}
-    result = {
-        "benchmark": "proxy",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds_per_run": float(seconds) if seconds.replace(".", "", 1).isdigit() else seconds,
-        "runs_per_row": int(n_runs) if n_runs.isdigit() else n_runs,
-        "machine": mach,
-        "meta": meta,
-        "rows": rows,
-        "ratios": ratios,
-        "checks": checks,
-        "all_met": bool(checks) and all(c["met"] for c in checks),
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(f"wrote {out_path}")
-
-    if os.environ.get("BENCH_STRICT") == "1" and (not result["all_met"] or failed):
-        return 1
-    return 0
-
-
-def main(argv):
-    if len(argv) == 2 and argv[0] == "line":
-        return line(argv[1])
-    if len(argv) == 3 and argv[0] == "summary":
-        return summary(argv[1], argv[2])
-    print(__doc__, file=sys.stderr)
-    return 2
+    return write_result("proxy", out_path, mach, rows, ratios, checks, failed)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(report_main(sys.argv[1:], __doc__, line, summary))
