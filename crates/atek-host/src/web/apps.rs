@@ -44,42 +44,47 @@ pub(crate) async fn serve(
     peer: IpAddr,
 ) -> Response<Body> {
     let domain = &host.config.domain;
-    let home = format!("{}/", site.main_origin(domain));
-    // A running app is found in the routing table, without copying its record.
-    let mut route = id
+    // Only error pages need it.
+    let home = || format!("{}/", site.main_origin(domain));
+    // A running app is found in the routing table, without copying its record; only an app
+    // that is not running (or named in another case) is looked up in the store.
+    let running = id
         .parse::<ServiceId>()
         .ok()
         .and_then(|id| host.broker.app(&id));
-    let (id, owner) = match &route {
-        Some(route) => (route.id.clone(), route.owner.clone()),
+    let stored = match running {
+        Some(_) => None,
         None => match host.find_for_host(id) {
-            Some(stored) => {
-                route = host.broker.app(&stored.record.id);
-                (stored.record.id, stored.record.owning_user_key)
-            }
-            None => return not_installed(id, domain, &home),
+            Some(stored) => Some(stored),
+            None => return not_installed(id, domain, &home()),
         },
     };
+    let route = running.or_else(|| stored.as_ref().and_then(|s| host.broker.app(&s.record.id)));
+    let (id, owner) = match (&route, &stored) {
+        (Some(route), _) => (&route.id, &route.owner),
+        (None, Some(stored)) => (&stored.record.id, &stored.record.owning_user_key),
+        (None, None) => return not_installed(id, domain, &home()),
+    };
     if let Some(bst) = query_param(req.uri().query().unwrap_or(""), BIND_PARAM) {
-        return redeem(host, site, &id, req.uri(), req.headers(), &bst).await;
+        return redeem(host, site, id, req.uri(), req.headers(), &bst).await;
     }
     let Some(caller) = authenticate(host, req.headers(), &Scope::Service(id.clone())) else {
-        return unauthenticated(host, site, &id, &req);
+        return unauthenticated(host, site, id, &req);
     };
-    if !may_open(&caller, &owner) {
-        return not_yours(&id, &home);
+    if !may_open(&caller, owner) {
+        return not_yours(id, &home());
     }
     if caller.session && csrf(req.method(), req.headers(), &[]) {
         let own = site.app_origin(domain, id.as_str());
         let main = site.main_origin(domain);
         if csrf(req.method(), req.headers(), &[&own, &main]) {
-            return cross_site(&home);
+            return cross_site(&home());
         }
     }
-    let Some(route) = route else {
-        return down(host, &id, &home);
-    };
-    proxy(host, site, &route, &caller, req, peer).await
+    match &route {
+        Some(route) => proxy(host, site, route, &caller, req, peer).await,
+        None => down(host, id, &home()),
+    }
 }
 
 /// The query parameter carrying a bind token.
