@@ -97,10 +97,7 @@ impl IntoResponse for GatewayError {
 
 /// The `api` query parameter, decoded.
 pub(crate) fn api_param(query: Option<&str>) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == "api")
-        .map(|(_, v)| v.into_owned())
-        .filter(|v| !v.is_empty())
+    crate::web::query_param(query, "api").filter(|v| !v.is_empty())
 }
 
 /// What a browser's origin may do at the gateway (see [`crate::web`] on cross-site

@@ -61,10 +61,7 @@ pub async fn handle(
     let api = api_param(query.as_deref()).ok_or(GatewayError::MissingApi)?;
     let caller = crate::auth::authenticate(&host, req.headers(), &crate::users::Scope::Host)
         .or_else(|| {
-            let query = query.as_deref()?;
-            let token = form_urlencoded::parse(query.as_bytes())
-                .find(|(k, _)| k == "access_token")
-                .map(|(_, v)| v.into_owned())?;
+            let token = crate::web::query_param(query.as_deref(), "access_token")?;
             let caller = host.auth.resolve_token(&token)?;
             Some(crate::auth::with_current_role(&host, caller))
         })

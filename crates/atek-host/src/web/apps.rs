@@ -28,7 +28,9 @@ use axum::http::{
 
 use subtle::ConstantTimeEq;
 
-use super::{RequestMeta, Site, Target, csrf, is_upgrade, location, pages, set_cookie};
+use super::{
+    RequestMeta, Site, Target, csrf, is_upgrade, json, location, pages, query_param, set_cookie,
+};
 use crate::auth::{Caller, authenticate};
 use crate::broker::AppRoute;
 use crate::gateway::{AUTH_SERVICE, AUTH_USER};
@@ -65,7 +67,7 @@ pub(crate) async fn serve(
         (None, Some(stored)) => (&stored.record.id, &stored.record.owning_user_key),
         (None, None) => return not_installed(id, domain, &home()),
     };
-    if let Some(bst) = query_param(req.uri().query().unwrap_or(""), BIND_PARAM) {
+    if let Some(bst) = query_param(req.uri().query(), BIND_PARAM) {
         return redeem(host, site, id, req.uri(), req.headers(), &bst).await;
     }
     let Some(caller) = authenticate(host, req.headers(), &Scope::Service(id.clone())) else {
@@ -196,13 +198,14 @@ fn unauthenticated(
         );
     }
     let nonce = atek_core::BearerToken::generate();
-    let path = without_param(req.uri(), BIND_PARAM);
+    // `serve` has already answered any request carrying a bind token.
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let mut response = redirect(&location(
         &site.main_origin(domain),
         "/_atek/bind-session",
         &[
             ("service", id.as_str()),
-            ("path", &path),
+            ("path", path),
             ("nonce", nonce.expose()),
         ],
     ));
@@ -225,7 +228,7 @@ pub(crate) async fn bind_session(
     req: Request<Body>,
 ) -> Response<Body> {
     let query = req.uri().query().unwrap_or("");
-    let service = query_param(query, "service").unwrap_or_default();
+    let service = query_param(Some(query), "service").unwrap_or_default();
     let domain = &host.config.domain;
     let Ok(id) = service.parse::<ServiceId>() else {
         return not_installed(&service, domain, "/");
@@ -233,7 +236,7 @@ pub(crate) async fn bind_session(
     let Ok((stored, _)) = host.find(id.as_str()) else {
         return not_installed(id.as_str(), domain, "/");
     };
-    let nonce = query_param(query, "nonce").filter(|n| !n.is_empty() && n.len() <= 128);
+    let nonce = query_param(Some(query), "nonce").filter(|n| !n.is_empty() && n.len() <= 128);
     let Some(nonce) = nonce else {
         return pages::error(
             StatusCode::BAD_REQUEST,
@@ -262,7 +265,7 @@ pub(crate) async fn bind_session(
     if !may_open(&caller, &stored.record.owning_user_key) {
         return not_yours(&id, "/");
     }
-    let path = query_param(query, "path")
+    let path = query_param(Some(query), "path")
         .filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.starts_with("/\\"))
         .unwrap_or_else(|| "/".to_owned());
     let Some(bst) = host.sessions.mint_bind(token, &id) else {
@@ -602,13 +605,6 @@ async fn relay_upgrade(
     response
 }
 
-/// The first value of `name` in a query string, decoded.
-fn query_param(query: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 /// `uri`'s path and query without the parameter `name`.
 fn without_param(uri: &Uri, name: &str) -> String {
     let path = uri.path();
@@ -638,16 +634,6 @@ fn redirect(location: &str) -> Response<Body> {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-fn json(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     response
 }
 

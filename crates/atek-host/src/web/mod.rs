@@ -236,6 +236,24 @@ pub(crate) fn location(origin: &str, path_and_query: &str, extra: &[(&str, &str)
     url.into()
 }
 
+/// The first value of `name` in a query string, decoded.
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A JSON answer.
+pub(crate) fn json(status: axum::http::StatusCode, body: impl Into<Body>) -> Response<Body> {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// Dispatches one request: an app's subdomain to [`apps::serve`], the rest to `router`.
 pub(crate) async fn handle(
     host: std::sync::Arc<HostState>,

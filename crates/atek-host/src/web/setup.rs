@@ -8,7 +8,7 @@ use std::sync::Arc;
 use atek_api::users::NewUser;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, Response, StatusCode, header};
+use axum::http::{Response, StatusCode, header};
 use serde::Deserialize;
 
 use super::{RequestMeta, pages};
@@ -115,12 +115,9 @@ pub(crate) async fn create(
             );
         }
     };
-    let mut response = Response::new(Body::from(
+    let mut response = super::json(
+        StatusCode::OK,
         serde_json::json!({"username": user.username}).to_string(),
-    ));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
     );
     if let Some(cookie) = super::session_cookie(&host, &meta.site, Some(token.expose())) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
@@ -129,13 +126,8 @@ pub(crate) async fn create(
 }
 
 fn message(status: StatusCode, message: &str) -> Response<Body> {
-    let mut response = Response::new(Body::from(
+    super::json(
+        status,
         serde_json::json!({"error": true, "message": message}).to_string(),
-    ));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    )
 }
