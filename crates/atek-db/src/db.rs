@@ -1,0 +1,492 @@
+//! One database: a handle to its writer thread, and reads straight from its view.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atek_core::DbId;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::entry::Op;
+use crate::error::DbError;
+use crate::journal::Journal;
+use crate::path::RecordPath;
+use crate::table::{Table, TableDef};
+use crate::view::{IndexQuery, ListOpts, Stored, View, ViewLocation};
+
+/// The largest record, as JSON.
+pub const MAX_RECORD_BYTES: usize = 4 << 20;
+/// The most writes one group commit takes.
+const MAX_GROUP: usize = 1024;
+/// Queued writes before callers wait.
+const QUEUE: usize = 4096;
+/// How often, at most, the view is made durable while writes go on. The log is durable on
+/// every write; the view only saves work on the next open.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// A record as clients see it (reference 5.3), plus `valid` for records in a table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    /// The last path segment.
+    pub key: String,
+    /// `/a/b/c`.
+    pub path: String,
+    /// `hyper://{db}/a/b/c`.
+    pub url: String,
+    /// The index of the log entry that wrote it.
+    pub seq: u64,
+    /// The record.
+    pub value: Value,
+    /// For a record in a table: whether it satisfies the table's current schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid: Option<bool>,
+}
+
+/// One change, as the log says it, for [`Changes`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The log index of the change.
+    pub seq: u64,
+    /// What changed.
+    pub op: Op,
+}
+
+/// What a table definition did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Defined {
+    /// It was written: the table is now at this definition.
+    Written {
+        /// The log index of the definition.
+        seq: u64,
+    },
+    /// The table already had this definition, or a greater revision: nothing was written.
+    /// Holds the definition in force.
+    Unchanged(TableDef),
+}
+
+enum Msg {
+    Write {
+        op: Op,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<u64, DbError>>,
+    },
+    Define {
+        def: TableDef,
+        reply: oneshot::Sender<Result<Defined, DbError>>,
+    },
+    Close {
+        reply: oneshot::Sender<Result<(), DbError>>,
+    },
+}
+
+/// A database: cheap to clone; every clone is the same database.
+///
+/// Writes go through one writer thread that appends them to the log in groups (one durable
+/// append for every write waiting) and then applies them to the view; a write returns once it
+/// is in the log and in the view. Reads go to the view from the caller's thread.
+#[derive(Clone, Debug)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: DbId,
+    writable: bool,
+    view: Arc<View>,
+    journal: Arc<dyn Journal>,
+    tx: mpsc::Sender<Msg>,
+    applied: watch::Receiver<u64>,
+}
+
+impl Db {
+    /// Opens the database of a log, with its view at `view` (rebuilt from the log if it is
+    /// missing or out of date). Blocks while the view catches up.
+    pub fn open(journal: Arc<dyn Journal>, view: ViewLocation) -> Result<Db, DbError> {
+        let (view, applied) = View::open(&view, journal.as_ref())?;
+        let view = Arc::new(view);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (applied_tx, applied_rx) = watch::channel(applied);
+        let writer = Writer {
+            view: view.clone(),
+            journal: journal.clone(),
+            applied,
+            applied_tx,
+            synced: applied,
+            last_sync: Instant::now(),
+        };
+        std::thread::Builder::new()
+            .name(format!("adb-{}", &journal.id().to_string()[..8]))
+            .spawn(move || writer.run(rx))
+            .map_err(|e| DbError::Io {
+                path: "adb writer thread".into(),
+                source: e,
+            })?;
+        Ok(Db {
+            inner: Arc::new(Inner {
+                id: journal.id(),
+                writable: journal.writable(),
+                view,
+                journal,
+                tx,
+                applied: applied_rx,
+            }),
+        })
+    }
+
+    /// The database's id.
+    pub fn id(&self) -> DbId {
+        self.inner.id
+    }
+
+    /// Whether this node can write to it.
+    pub fn writable(&self) -> bool {
+        self.inner.writable
+    }
+
+    /// How many log entries the view reflects.
+    pub fn len(&self) -> u64 {
+        *self.inner.applied.borrow()
+    }
+
+    /// Whether nothing was ever written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes a record; returns it as stored.
+    pub async fn put(&self, path: &RecordPath, value: Value) -> Result<Record, DbError> {
+        if path.is_root() {
+            return Err(crate::path::PathError::Empty.into());
+        }
+        if !value.is_object() {
+            return Err(DbError::NotAnObject {
+                found: kind(&value),
+            });
+        }
+        if let Some(table) = self.inner.view.table_of(path) {
+            table.validate(&value)?;
+            table.check_key(path.key(), &value)?;
+        }
+        let op = Op::Put {
+            path: path.clone(),
+            value,
+        };
+        let bytes = op.encode();
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(DbError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_RECORD_BYTES,
+            });
+        }
+        let seq = self.write(op.clone(), bytes).await?;
+        let Op::Put { value, .. } = op else {
+            unreachable!("built as a put above")
+        };
+        Ok(self.record(Stored {
+            path: path.clone(),
+            seq,
+            value,
+        }))
+    }
+
+    /// Removes a record (nothing happens if there is none); returns the seq of the delete.
+    pub async fn delete(&self, path: &RecordPath) -> Result<u64, DbError> {
+        if path.is_root() {
+            return Err(crate::path::PathError::Empty.into());
+        }
+        let op = Op::Delete { path: path.clone() };
+        let bytes = op.encode();
+        self.write(op, bytes).await
+    }
+
+    /// Defines a table, or replaces its definition with a greater revision. Defining the
+    /// same definition again, or an older revision, changes nothing (apps define their
+    /// tables each time they start); a different definition with the same revision is an
+    /// error.
+    pub async fn define_table(&self, def: TableDef) -> Result<Defined, DbError> {
+        Table::compile(def.clone())?;
+        if !self.inner.writable {
+            return Err(DbError::ReadOnly);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Define { def, reply }).await?;
+        rx.await.map_err(|_| DbError::Closed)?
+    }
+
+    /// A record.
+    pub fn get(&self, path: &RecordPath) -> Result<Option<Record>, DbError> {
+        Ok(self.inner.view.get(path)?.map(|s| self.record(s)))
+    }
+
+    /// The records under `path` (all of them, at any depth), in key order.
+    pub fn list(&self, path: &RecordPath, opts: &ListOpts) -> Result<Vec<Record>, DbError> {
+        Ok(self
+            .inner
+            .view
+            .list(path, opts)?
+            .into_iter()
+            .map(|s| self.record(s))
+            .collect())
+    }
+
+    /// The records of a table found through one of its indexes, in index order.
+    pub fn query(&self, table: &str, query: &IndexQuery) -> Result<Vec<Record>, DbError> {
+        let t = self
+            .inner
+            .view
+            .table(table)
+            .ok_or_else(|| DbError::BadQuery {
+                reason: format!("there is no table {table:?} in this database"),
+            })?;
+        if !t.def().indexes.iter().any(|i| i.name == query.index) {
+            return Err(DbError::BadQuery {
+                reason: format!("table {table} has no index {:?}", query.index),
+            });
+        }
+        Ok(self
+            .inner
+            .view
+            .query(&t, query)?
+            .into_iter()
+            .map(|s| self.record(s))
+            .collect())
+    }
+
+    /// A table's definition.
+    pub fn table(&self, id: &str) -> Option<TableDef> {
+        self.inner.view.table(id).map(|t| t.def().clone())
+    }
+
+    /// Every table's definition, by id.
+    pub fn tables(&self) -> Vec<TableDef> {
+        self.inner
+            .view
+            .tables()
+            .iter()
+            .map(|t| t.def().clone())
+            .collect()
+    }
+
+    /// The changes from log index `since` on: first those already written, then each new
+    /// one as it is applied.
+    pub fn changes(&self, since: u64) -> Changes {
+        Changes {
+            journal: self.inner.journal.clone(),
+            applied: self.inner.applied.clone(),
+            next: since,
+        }
+    }
+
+    /// Stops the writer once the writes queued before are done, and makes the view durable.
+    pub async fn close(&self) -> Result<(), DbError> {
+        let (reply, rx) = oneshot::channel();
+        if self.inner.tx.send(Msg::Close { reply }).await.is_err() {
+            return Ok(());
+        }
+        rx.await.unwrap_or(Ok(()))
+    }
+
+    async fn write(&self, op: Op, bytes: Vec<u8>) -> Result<u64, DbError> {
+        if !self.inner.writable {
+            return Err(DbError::ReadOnly);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Write { op, bytes, reply }).await?;
+        rx.await.map_err(|_| DbError::Closed)?
+    }
+
+    async fn send(&self, msg: Msg) -> Result<(), DbError> {
+        self.inner.tx.send(msg).await.map_err(|_| DbError::Closed)
+    }
+
+    fn record(&self, stored: Stored) -> Record {
+        let valid = self
+            .inner
+            .view
+            .table_of(&stored.path)
+            .map(|t| t.is_valid(&stored.value));
+        Record {
+            key: stored.path.key().to_owned(),
+            path: stored.path.to_string(),
+            url: stored.path.url(&self.inner.id),
+            seq: stored.seq,
+            value: stored.value,
+            valid,
+        }
+    }
+}
+
+/// The changes of a database from some log index on; see [`Db::changes`].
+#[derive(Debug)]
+pub struct Changes {
+    journal: Arc<dyn Journal>,
+    applied: watch::Receiver<u64>,
+    next: u64,
+}
+
+impl Changes {
+    /// The next change, waiting for it if need be. Fails once the database is closed.
+    pub async fn next(&mut self) -> Result<Change, DbError> {
+        loop {
+            let applied = *self.applied.borrow_and_update();
+            if self.next < applied {
+                let seq = self.next;
+                let bytes = self.journal.read(seq).map_err(DbError::Journal)?;
+                let op = Op::decode(&bytes).map_err(|e| DbError::Entry {
+                    seq,
+                    reason: e.to_string(),
+                })?;
+                self.next += 1;
+                return Ok(Change { seq, op });
+            }
+            self.applied.changed().await.map_err(|_| DbError::Closed)?;
+        }
+    }
+
+    /// The log index of the next change.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The writer thread.
+struct Writer {
+    view: Arc<View>,
+    journal: Arc<dyn Journal>,
+    applied: u64,
+    applied_tx: watch::Sender<u64>,
+    synced: u64,
+    last_sync: Instant,
+}
+
+type Pending = Vec<(Op, Vec<u8>, oneshot::Sender<Result<u64, DbError>>)>;
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut msgs = vec![first];
+            while msgs.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(m) => msgs.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut pending: Pending = Vec::new();
+            for msg in msgs {
+                match msg {
+                    Msg::Write { op, bytes, reply } => pending.push((op, bytes, reply)),
+                    Msg::Define { def, reply } => {
+                        self.flush(std::mem::take(&mut pending));
+                        let _ = reply.send(self.define(def));
+                    }
+                    Msg::Close { reply } => {
+                        self.flush(std::mem::take(&mut pending));
+                        let result = self.view.sync(self.applied);
+                        drop(self);
+                        let _ = reply.send(result);
+                        return;
+                    }
+                }
+            }
+            self.flush(pending);
+            if self.synced < self.applied && self.last_sync.elapsed() >= SYNC_EVERY {
+                self.sync();
+            }
+        }
+        if self.synced < self.applied {
+            self.sync();
+        }
+    }
+
+    fn sync(&mut self) {
+        match self.view.sync(self.applied) {
+            Ok(()) => self.synced = self.applied,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not make the view durable; it will catch up from the log on the next open")
+            }
+        }
+        self.last_sync = Instant::now();
+    }
+
+    /// Appends the group to the log, applies it to the view, answers every writer.
+    fn flush(&mut self, pending: Pending) {
+        if pending.is_empty() {
+            return;
+        }
+        let mut ops = Vec::with_capacity(pending.len());
+        let mut entries = Vec::with_capacity(pending.len());
+        let mut replies = Vec::with_capacity(pending.len());
+        for (op, bytes, reply) in pending {
+            ops.push(op);
+            entries.push(bytes);
+            replies.push(reply);
+        }
+        match self.commit(ops, entries) {
+            Ok(start) => {
+                for (i, reply) in replies.into_iter().enumerate() {
+                    let _ = reply.send(Ok(start + i as u64));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::warn!(error = %message, "a group of writes failed");
+                for reply in replies {
+                    let _ = reply.send(Err(DbError::Journal(crate::journal::JournalError::new(
+                        message.clone(),
+                    ))));
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, ops: Vec<Op>, entries: Vec<Vec<u8>>) -> Result<u64, DbError> {
+        let range = self.journal.append(entries).map_err(DbError::Journal)?;
+        if range.start != self.applied {
+            return Err(DbError::Entry {
+                seq: range.start,
+                reason: format!(
+                    "the log grew behind ADB's back (expected index {}); reopen the database",
+                    self.applied
+                ),
+            });
+        }
+        let numbered: Vec<(u64, Op)> = range.clone().zip(ops).collect();
+        self.view
+            .apply(&numbered, range.end, redb::Durability::None)?;
+        self.applied = range.end;
+        self.applied_tx.send_replace(range.end);
+        Ok(range.start)
+    }
+
+    fn define(&mut self, def: TableDef) -> Result<Defined, DbError> {
+        if let Some(current) = self.view.table(&def.id) {
+            let current = current.def();
+            if *current == def || current.revision > def.revision {
+                return Ok(Defined::Unchanged(current.clone()));
+            }
+            if current.revision == def.revision {
+                return Err(DbError::RevisionConflict {
+                    table: def.id,
+                    current: current.revision,
+                });
+            }
+        }
+        let op = Op::DefineTable(def);
+        let bytes = op.encode();
+        let seq = self.commit(vec![op], vec![bytes])?;
+        Ok(Defined::Written { seq })
+    }
+}
