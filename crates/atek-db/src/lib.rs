@@ -47,6 +47,7 @@
 //! # Ok(()) }
 //! ```
 
+mod adb;
 mod db;
 pub mod entry;
 mod error;
@@ -55,6 +56,10 @@ mod path;
 mod table;
 mod view;
 
+pub use adb::{
+    Access, Adb, AdbError, Caller, DATABASE_TABLE, DbAdminConfig, DbConfig, DbInfo, DbRecord,
+    MemoryStore, Owner, Store,
+};
 pub use db::{Change, Changes, Db, Defined, MAX_RECORD_BYTES, Record};
 pub use error::DbError;
 pub use journal::{Journal, JournalError, MemoryJournal};
