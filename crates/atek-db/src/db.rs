@@ -220,14 +220,23 @@ impl Db {
         Ok(self.inner.view.get(path)?.map(|s| self.record(s)))
     }
 
-    /// The records under `path` (all of them, at any depth), in key order.
+    /// The records under `path` (all of them, at any depth), in key order. Each record's
+    /// `key` is its path below `path`, joined with `/` (reference 5.3: a listing of `/`
+    /// gives keys like `my/stuff/1`).
     pub fn list(&self, path: &RecordPath, opts: &ListOpts) -> Result<Vec<Record>, DbError> {
+        let depth = path.segments().len();
         Ok(self
             .inner
             .view
             .list(path, opts)?
             .into_iter()
-            .map(|s| self.record(s))
+            .map(|s| {
+                let key = s.path.segments()[depth..].join("/");
+                Record {
+                    key,
+                    ..self.record(s)
+                }
+            })
             .collect())
     }
 

@@ -39,7 +39,8 @@
 //!
 //! let record = db.get(&path)?.unwrap();
 //! assert_eq!(record.url, format!("hyper://{}/example.com/notes/n1", db.id()));
-//! assert_eq!(db.list(&RecordPath::parse("/example.com")?, &ListOpts::default())?[0].key, "n1");
+//! // Listing keys are paths below the listed one.
+//! assert_eq!(db.list(&RecordPath::parse("/example.com")?, &ListOpts::default())?[0].key, "notes/n1");
 //! let found = db.query("example.com/notes", &IndexQuery {
 //!     index: "text".into(), eq: Some(json!("hello")), ..Default::default()
 //! })?;

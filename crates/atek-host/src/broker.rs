@@ -27,6 +27,8 @@ pub enum HostApi {
     Users,
     /// `atek.cloud/user-sessions-api`.
     Sessions,
+    /// `atek.cloud/adb-api`, the built-in ADB.
+    Adb,
 }
 
 /// A service's export, reachable over its upstream.

@@ -135,6 +135,8 @@ pub struct HostState {
     pub users: crate::users::Users,
     /// Browser logins.
     pub sessions: crate::users::Sessions,
+    /// The built-in ADB: the home's databases (None if it could not start; the log says why).
+    pub adb: Option<Arc<atek_db::Adb>>,
     /// Login attempts.
     pub(crate) limiter: crate::users::LoginLimiter,
     /// The first-admin link's token, while there are no users.
@@ -232,6 +234,7 @@ impl Host {
         let store = Store::open(&paths.state())?;
         let users = crate::users::Users::open(&paths.state())?;
         let sessions = crate::users::Sessions::open(&paths.state(), config.session_ttl)?;
+        let adb = open_adb(&paths).await;
         let broker = Arc::new(Broker::new());
         let auth = Arc::new(Auth::new(&config.system_auth_tokens));
         let supervisor = Supervisor::new(
@@ -267,6 +270,7 @@ impl Host {
             next_rpc_id: AtomicU64::new(1),
             users,
             sessions,
+            adb,
             limiter: crate::users::LoginLimiter::new(),
             setup_token: std::sync::Mutex::new(None),
             pending_binds: Default::default(),
@@ -406,6 +410,11 @@ async fn boot(state: Arc<HostState>) {
                 api(atek_api::users::SESSIONS_ID),
                 Transport::Rpc,
                 Provider::Host(HostApi::Sessions),
+            ),
+            (
+                api("atek.cloud/adb-api"),
+                Transport::Rpc,
+                Provider::Host(HostApi::Adb),
             ),
         ],
     );
@@ -619,4 +628,26 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// Opens the built-in ADB. A failure is logged and leaves the host without it.
+async fn open_adb(paths: &Paths) -> Option<Arc<atek_db::Adb>> {
+    let _ = paths;
+    let store: Arc<dyn atek_db::Store> = Arc::new(atek_db::MemoryStore::default());
+    let adb = match tokio::task::spawn_blocking(move || atek_db::Adb::open(store, None)).await {
+        Ok(Ok(adb)) => adb,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "ADB could not open its databases; atek.cloud/adb-api is unavailable");
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "ADB could not start");
+            return None;
+        }
+    };
+    if let Err(e) = adb.init().await {
+        tracing::error!(error = %e, "ADB could not set up its server database");
+        return None;
+    }
+    Some(Arc::new(adb))
 }

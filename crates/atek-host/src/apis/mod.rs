@@ -6,6 +6,7 @@
 //! -32601 `Method not found: {name}` (the original answered a JavaScript TypeError with
 //! -32000 there).
 
+mod adb;
 mod inspect;
 mod services;
 mod sessions;
@@ -114,6 +115,7 @@ pub(crate) async fn call(
         (HostApi::Inspect, Some(caller)) => inspect::call(host, caller, method, &params).await,
         (HostApi::Services, Some(caller)) => services::call(host, caller, method, &params).await,
         (HostApi::Users, Some(caller)) => users::call(host, caller, method, &params).await,
+        (HostApi::Adb, Some(caller)) => adb::call(host, caller, method, &params).await,
     }
 }
 
@@ -132,6 +134,22 @@ impl Params {
         match self.0.get(i) {
             Some(Value::String(s)) => Ok(s),
             _ => Err(RpcError::param(i, "must be string")),
+        }
+    }
+
+    /// Param `i`, whatever it is.
+    pub(crate) fn value(&self, i: usize) -> Option<&Value> {
+        self.0.get(i)
+    }
+
+    /// Param `i` as an object of type `T`, or None when it is missing or null.
+    pub(crate) fn optional_object<T: DeserializeOwned>(
+        &self,
+        i: usize,
+    ) -> Result<Option<T>, RpcError> {
+        match self.0.get(i) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => self.object(i).map(Some),
         }
     }
 
