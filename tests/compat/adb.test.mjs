@@ -8,7 +8,8 @@ import assert from 'node:assert/strict'
 import { AdbDatabase, createClient, defineSchema } from '@atek-cloud/adb-api'
 
 import {
-  startHost, fixtureUrl, install, getService, procEnv, rpcError, testWithHost, removeTempDirs
+  startHost, fixtureUrl, install, getService, procEnv, rpcError, testWithHost, removeTempDirs,
+  makeEchoPackage
 } from './lib/host.mjs'
 import { createUser, randomPassword } from './lib/users.mjs'
 
@@ -205,5 +206,17 @@ describe('adb-api', () => {
     assert.match(serverDbId, /^[0-9a-f]{64}$/)
     assert.equal((await rpcError(api(tokens.alice).getConfig())).message, 'Not authorized')
     assert.equal((await rpcError(db(tokens.alice, serverDbId).list('/'))).message, 'Not authorized')
+  })
+
+  test('a core service that exports atek.cloud/adb-api replaces the built-in ADB', async () => {
+    const other = await startHost({
+      coreServices: [{ id: 'my-adb', sourceUrl: makeEchoPackage({ api: 'atek.cloud/adb-api' }) }]
+    })
+    try {
+      // The echo app answers `echo` with its params; the built-in ADB would say Method not found.
+      assert.deepEqual(await other.client('atek.cloud/adb-api').echo('hi'), ['hi'])
+    } finally {
+      await other.cleanup()
+    }
   })
 })
