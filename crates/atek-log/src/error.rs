@@ -104,6 +104,19 @@ pub enum LogError {
         /// Its directory.
         path: PathBuf,
     },
+    /// Another process (or another open log in this one) holds the log's lock.
+    #[error("the log at {path} is open elsewhere")]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The group holding this append could not be made durable; it was not acknowledged.
+    #[error("the group holding this append was not written: {source}")]
+    GroupFailed {
+        /// Why (shared by every append of the group).
+        #[source]
+        source: std::sync::Arc<LogError>,
+    },
     /// Opening a log where there is none.
     #[error("no log at {path}")]
     NotFound {

@@ -34,6 +34,7 @@ pub(crate) fn parent(x: u64) -> u64 {
 }
 
 /// The two children of `x`, or `None` for a leaf.
+#[cfg(test)]
 pub(crate) fn children(x: u64) -> Option<(u64, u64)> {
     match height(x) {
         0 => None,

@@ -8,8 +8,38 @@
 //! [`ConsistencyProof`] shows that a newer tree extends an older one. Two validly signed heads
 //! that cannot both be true are a fork, kept as [`ForkEvidence`] and never merged.
 //!
-//! The byte layouts, the signing domain and the algorithms are written down in
-//! `docs/log-format.md` at the root of the repository.
+//! A [`Log`] is the writer's side: a cloneable handle to one writer thread that commits
+//! appends in groups (one signed head and one `fdatasync` for all the appends waiting) and
+//! answers only once they are durable. Its [`Storage`] is a [`FileStorage`] (an append-only
+//! `log` file plus caches, recovered after a crash by truncating a torn tail) or a
+//! [`MemoryStorage`].
+//!
+//! The byte layouts, the signing domain, the file layout and the recovery rules are written
+//! down in `docs/log-format.md` at the root of the repository.
+//!
+//! ```
+//! use atek_core::SecretKey;
+//! use atek_log::Log;
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let dir = std::env::temp_dir().join(format!("atek-log-doc-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! let log = Log::create(&dir, SecretKey::generate()).unwrap();
+//! let i = log.append(b"hello".to_vec()).await.unwrap(); // durable when this returns
+//! let more = log.append_batch(vec![b"a".to_vec(), b"b".to_vec()]).await.unwrap();
+//! assert_eq!((i, more), (0, 1..3));
+//!
+//! // Anyone with the log id checks an entry against a signed head.
+//! let head = log.head();
+//! head.verify().unwrap();
+//! let proof = log.inclusion_proof(0, head.head.length).await.unwrap();
+//! proof.verify(b"hello", &head.head).unwrap();
+//! log.close().await.unwrap();
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # });
+//! ```
+//!
+//! The tree and proofs work over any [`NodeSource`]:
 //!
 //! ```
 //! use atek_core::SecretKey;
@@ -45,24 +75,25 @@
 //! ```
 
 mod error;
-// The writer and storage (next) use the rest of the index math and the peaks.
-#[allow(dead_code)]
 mod flat;
 mod fork;
+mod frame;
 mod hash;
 mod head;
 mod proof;
-#[allow(dead_code)]
+mod storage;
 mod tree;
-#[allow(dead_code)]
 mod wire;
+mod writer;
 
 pub use error::LogError;
 pub use fork::{Consistency, ForkEvidence, check_heads};
 pub use hash::Hash;
 pub use head::{HEAD_SIGNING_DOMAIN, SignedTreeHead, TreeHead};
 pub use proof::{ConsistencyProof, InclusionProof, MAX_PATH};
+pub use storage::{EntryRun, FileStorage, Group, MemoryStorage, Storage, StorageStats};
 pub use tree::{NodeSource, tree_root};
+pub use writer::Log;
 
 /// The largest entry a log takes, in bytes (4 MiB).
 pub const MAX_ENTRY_SIZE: usize = 4 << 20;

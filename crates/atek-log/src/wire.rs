@@ -30,6 +30,10 @@ impl Writer {
         self.0.extend_from_slice(b);
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub(crate) fn into_vec(self) -> Vec<u8> {
         self.0
     }
@@ -116,6 +120,10 @@ impl<'a> Reader<'a> {
                 supported,
             })
         }
+    }
+
+    pub(crate) fn position(&self) -> usize {
+        self.pos
     }
 
     pub(crate) fn remaining(&self) -> usize {
