@@ -1,0 +1,103 @@
+//! Atek's signed append-only log.
+//!
+//! A log is a sequence of entries that only its writer can extend and anyone can verify. Its
+//! id is the writer's Ed25519 public key. Over the entries sits a Merkle tree with RFC 9162's
+//! shape and BLAKE3 as the hash (leaf = `blake3(0x00 ‖ entry)`, node =
+//! `blake3(0x01 ‖ left ‖ right)`); the writer signs a [`TreeHead`] (log id, length, root).
+//! An [`InclusionProof`] shows that one entry is in a signed tree without the rest; a
+//! [`ConsistencyProof`] shows that a newer tree extends an older one. Two validly signed heads
+//! that cannot both be true are a fork, kept as [`ForkEvidence`] and never merged.
+//!
+//! A [`Log`] is the writer's side: a cloneable handle to one writer thread that commits
+//! appends in groups (one signed head and one `fdatasync` for all the appends waiting) and
+//! answers only once they are durable. Its [`Storage`] is a [`FileStorage`] (an append-only
+//! `log` file plus caches, recovered after a crash by truncating a torn tail) or a
+//! [`MemoryStorage`].
+//!
+//! The byte layouts, the signing domain, the file layout and the recovery rules are written
+//! down in `docs/log-format.md` at the root of the repository.
+//!
+//! ```
+//! use atek_core::SecretKey;
+//! use atek_log::Log;
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let dir = std::env::temp_dir().join(format!("atek-log-doc-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! let log = Log::create(&dir, SecretKey::generate()).unwrap();
+//! let i = log.append(b"hello".to_vec()).await.unwrap(); // durable when this returns
+//! let more = log.append_batch(vec![b"a".to_vec(), b"b".to_vec()]).await.unwrap();
+//! assert_eq!((i, more), (0, 1..3));
+//!
+//! // Anyone with the log id checks an entry against a signed head.
+//! let head = log.head();
+//! head.verify().unwrap();
+//! let proof = log.inclusion_proof(0, head.head.length).await.unwrap();
+//! proof.verify(b"hello", &head.head).unwrap();
+//! log.close().await.unwrap();
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # });
+//! ```
+//!
+//! The tree and proofs work over any [`NodeSource`]:
+//!
+//! ```
+//! use atek_core::SecretKey;
+//! use atek_log::{check_heads, Consistency, ConsistencyProof, Hash, InclusionProof, TreeHead};
+//! use std::collections::BTreeMap;
+//!
+//! // A tree of five entries; the flat-tree nodes in a map stand in for a log's storage.
+//! let entries: Vec<&[u8]> = vec![b"a", b"b", b"c", b"d", b"e"];
+//! let mut nodes = BTreeMap::new();
+//! // Leaves are nodes 0, 2, 4, …; node 1 = (0, 2), node 5 = (4, 6), node 3 = (1, 5).
+//! for (i, e) in entries.iter().enumerate() {
+//!     nodes.insert(2 * i as u64, Hash::leaf(e));
+//! }
+//! nodes.insert(1, Hash::node(&nodes[&0], &nodes[&2]));
+//! nodes.insert(5, Hash::node(&nodes[&4], &nodes[&6]));
+//! nodes.insert(3, Hash::node(&nodes[&1], &nodes[&5]));
+//!
+//! let key = SecretKey::generate();
+//! let head_at = |length, root| TreeHead { log_id: key.public(), length, root };
+//! let root4 = nodes[&3];
+//! let root5 = Hash::node(&nodes[&3], &nodes[&8]);
+//! let old = head_at(4, root4).sign(&key).unwrap();
+//! let new = head_at(5, root5).sign(&key).unwrap();
+//! new.verify().unwrap();
+//!
+//! let proof = InclusionProof::generate(&nodes, 2, 5).unwrap();
+//! proof.verify(b"c", &new.head).unwrap();
+//! assert!(proof.verify(b"x", &new.head).is_err());
+//!
+//! let proof = ConsistencyProof::generate(&nodes, 4, 5).unwrap();
+//! proof.verify(&old.head, &new.head).unwrap();
+//! assert_eq!(check_heads(&old, &new, Some(&proof)).unwrap(), Consistency::Consistent);
+//! ```
+
+mod error;
+mod flat;
+mod fork;
+mod frame;
+mod hash;
+mod head;
+mod proof;
+mod storage;
+mod tree;
+mod wire;
+mod writer;
+
+pub use error::LogError;
+pub use fork::{Consistency, ForkEvidence, check_heads};
+pub use hash::Hash;
+pub use head::{HEAD_SIGNING_DOMAIN, SignedTreeHead, TreeHead};
+pub use proof::{ConsistencyProof, InclusionProof, MAX_PATH};
+pub use storage::{EntryRun, FileStorage, Group, MemoryStorage, Storage, StorageStats};
+pub use tree::{NodeSource, tree_root};
+pub use writer::Log;
+
+/// The largest entry a log takes, in bytes (4 MiB).
+pub const MAX_ENTRY_SIZE: usize = 4 << 20;
+
+/// The most entries a log can hold (2^62), which keeps every flat-tree index and proof path
+/// within bounds.
+pub const MAX_LENGTH: u64 = 1 << 62;

@@ -1,0 +1,431 @@
+//! The writer side of a log: a cloneable handle to one writer thread that owns the store
+//! and the secret key, and commits appends in groups.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use atek_core::{PublicKey, SecretKey};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::storage::{EntryRun, FileStorage, Group, MemoryStorage, Storage, StorageStats};
+use crate::tree::Peaks;
+use crate::{
+    ConsistencyProof, Hash, InclusionProof, LogError, MAX_ENTRY_SIZE, MAX_LENGTH, SignedTreeHead,
+    TreeHead,
+};
+
+/// Requests waiting for the writer, at most.
+const CHANNEL_CAPACITY: usize = 1024;
+/// A group stops taking appends once it holds this many bytes of entries.
+const MAX_GROUP_BYTES: usize = 64 << 20;
+
+/// A log that this process writes: a handle (cheap to clone, `Send + Sync`) to its writer
+/// thread.
+///
+/// Appends resolve only once the group that holds them is durable. The thread takes every
+/// request waiting on its channel, builds one group of all the appends among them, signs one
+/// head, writes one frame and syncs once, then answers them all: concurrent appenders share
+/// syncs and signatures. Reads see only durable, signed state.
+///
+/// After a failed write the log stops accepting appends ([`LogError::Poisoned`]); reopen it.
+/// The writer thread ends, after a checkpoint, when [`Log::close`] is called or the last
+/// handle is dropped.
+#[derive(Clone)]
+pub struct Log {
+    tx: mpsc::Sender<Request>,
+    log_id: PublicKey,
+    head: Arc<RwLock<SignedTreeHead>>,
+}
+
+enum Request {
+    Append {
+        leaves: Vec<Hash>,
+        entries: Vec<Vec<u8>>,
+        reply: oneshot::Sender<Result<Range<u64>, LogError>>,
+    },
+    Get {
+        index: u64,
+        reply: oneshot::Sender<Result<Vec<u8>, LogError>>,
+    },
+    Inclusion {
+        index: u64,
+        tree_size: u64,
+        reply: oneshot::Sender<Result<InclusionProof, LogError>>,
+    },
+    Consistency {
+        old_size: u64,
+        new_size: u64,
+        reply: oneshot::Sender<Result<ConsistencyProof, LogError>>,
+    },
+    Stats {
+        reply: oneshot::Sender<StorageStats>,
+    },
+    Close {
+        reply: oneshot::Sender<Result<(), LogError>>,
+    },
+}
+
+impl Log {
+    /// Creates a log in `dir` (see [`FileStorage::create`]) whose writer is `key`. Its first
+    /// durable state is the signed empty head. This does blocking file I/O.
+    pub fn create(dir: impl AsRef<Path>, key: SecretKey) -> Result<Self, LogError> {
+        Self::with_storage(FileStorage::create(dir)?, key)
+    }
+
+    /// Opens the log in `dir`, recovering from a crash (see [`FileStorage::open`]). Refuses a
+    /// key that is not the log's. This does blocking file I/O (a short read after a clean
+    /// close, up to a few MiB after a crash).
+    pub fn open(dir: impl AsRef<Path>, key: SecretKey) -> Result<Self, LogError> {
+        Self::with_storage(FileStorage::open(dir)?, key)
+    }
+
+    /// A new log held in memory.
+    pub fn open_memory(key: SecretKey) -> Result<Self, LogError> {
+        Self::with_storage(MemoryStorage::new(), key)
+    }
+
+    /// A log on any store. An empty store gets the signed empty head; a store with a head
+    /// must be of `key`'s log, and its head must verify against the stored tree.
+    pub fn with_storage<S: Storage>(mut storage: S, key: SecretKey) -> Result<Self, LogError> {
+        let log_id = key.public();
+        let head = match storage.head() {
+            Some(head) => {
+                if head.head.log_id != log_id {
+                    return Err(LogError::WrongKey {
+                        log_id: head.head.log_id,
+                        key: log_id,
+                    });
+                }
+                head.verify()?;
+                head
+            }
+            None if storage.is_empty() => {
+                let head = TreeHead::empty(log_id).sign(&key)?;
+                storage.append(Group {
+                    head: Some(head),
+                    ..Group::default()
+                })?;
+                head
+            }
+            None => {
+                return Err(LogError::Storage {
+                    reason: "the store holds entries but no signed head".to_owned(),
+                });
+            }
+        };
+        let peaks = Peaks::load(&storage, head.head.length)?;
+        if peaks.root() != head.head.root || storage.len() != head.head.length {
+            return Err(LogError::Storage {
+                reason: format!(
+                    "the stored tree of {} entries does not match the last signed head",
+                    storage.len()
+                ),
+            });
+        }
+        let shared = Arc::new(RwLock::new(head));
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let writer = Writer {
+            storage,
+            key,
+            peaks,
+            head: Arc::clone(&shared),
+            poisoned: false,
+        };
+        std::thread::Builder::new()
+            .name(format!("atek-log-{}", log_id.fmt_short()))
+            .spawn(move || writer.run(rx))
+            .map_err(|e| LogError::Storage {
+                reason: format!("cannot start the log's writer thread: {e}"),
+            })?;
+        Ok(Self {
+            tx,
+            log_id,
+            head: shared,
+        })
+    }
+
+    /// The log's id: its writer's public key.
+    pub fn id(&self) -> PublicKey {
+        self.log_id
+    }
+
+    /// The last durable signed head.
+    pub fn head(&self) -> SignedTreeHead {
+        *self.head.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The number of durable entries.
+    pub fn len(&self) -> u64 {
+        self.head().head.length
+    }
+
+    /// True when the log has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends one entry; resolves with its index once it is durable.
+    pub async fn append(&self, entry: Vec<u8>) -> Result<u64, LogError> {
+        Ok(self.append_batch(vec![entry]).await?.start)
+    }
+
+    /// Appends entries in order, all in the same group; resolves with their indexes once
+    /// they are durable. An empty batch resolves at once with an empty range.
+    pub async fn append_batch(&self, entries: Vec<Vec<u8>>) -> Result<Range<u64>, LogError> {
+        if let Some(e) = entries.iter().find(|e| e.len() > MAX_ENTRY_SIZE) {
+            return Err(LogError::EntryTooLarge {
+                size: e.len(),
+                max: MAX_ENTRY_SIZE,
+            });
+        }
+        if entries.is_empty() {
+            let len = self.len();
+            return Ok(len..len);
+        }
+        // Leaf hashes are made here, on the callers' threads, not on the writer's.
+        let leaves = entries.iter().map(|e| Hash::leaf(e)).collect();
+        self.ask(|reply| Request::Append {
+            leaves,
+            entries,
+            reply,
+        })
+        .await?
+    }
+
+    /// Entry `index`.
+    pub async fn get(&self, index: u64) -> Result<Vec<u8>, LogError> {
+        self.ask(|reply| Request::Get { index, reply }).await?
+    }
+
+    /// Proof that entry `index` is in the tree of the first `tree_size` entries.
+    pub async fn inclusion_proof(
+        &self,
+        index: u64,
+        tree_size: u64,
+    ) -> Result<InclusionProof, LogError> {
+        self.ask(|reply| Request::Inclusion {
+            index,
+            tree_size,
+            reply,
+        })
+        .await?
+    }
+
+    /// Proof that the tree of `new_size` entries extends the tree of `old_size`.
+    pub async fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<ConsistencyProof, LogError> {
+        self.ask(|reply| Request::Consistency {
+            old_size,
+            new_size,
+            reply,
+        })
+        .await?
+    }
+
+    /// The store's counters (syncs, bytes written).
+    pub async fn storage_stats(&self) -> Result<StorageStats, LogError> {
+        self.ask(|reply| Request::Stats { reply }).await
+    }
+
+    /// Stops the writer after the requests already sent, checkpoints the store and releases
+    /// it. Every handle of this log is closed.
+    pub async fn close(&self) -> Result<(), LogError> {
+        self.ask(|reply| Request::Close { reply }).await?
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, LogError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)
+    }
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("id", &self.log_id)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// The writer thread's state.
+struct Writer<S> {
+    storage: S,
+    key: SecretKey,
+    /// The durable tree's peaks.
+    peaks: Peaks,
+    head: Arc<RwLock<SignedTreeHead>>,
+    poisoned: bool,
+}
+
+type AppendReply = oneshot::Sender<Result<Range<u64>, LogError>>;
+
+impl<S: Storage> Writer<S> {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut appends = Vec::new();
+            let mut bytes = 0usize;
+            let mut close = None;
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match request {
+                    Request::Append {
+                        leaves,
+                        entries,
+                        reply,
+                    } => {
+                        bytes += entries.iter().map(Vec::len).sum::<usize>();
+                        appends.push((leaves, entries, reply));
+                    }
+                    Request::Close { reply } => {
+                        close = Some(reply);
+                        break;
+                    }
+                    other => self.answer(other),
+                }
+                if bytes < MAX_GROUP_BYTES {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.commit(appends);
+            if let Some(reply) = close {
+                let result = self.storage.checkpoint();
+                // Release the store (and its lock) before saying it is closed.
+                drop(self);
+                let _ = reply.send(result);
+                return;
+            }
+        }
+        if let Err(e) = self.storage.checkpoint() {
+            tracing::warn!(error = %e, "log checkpoint at close failed");
+        }
+    }
+
+    fn answer(&self, request: Request) {
+        let len = self.peaks.len();
+        match request {
+            Request::Get { index, reply } => {
+                let result = if index >= len {
+                    Err(LogError::OutOfRange { index, length: len })
+                } else {
+                    self.storage
+                        .entry(index)
+                        .and_then(|e| e.ok_or(LogError::MissingEntry { index }))
+                };
+                let _ = reply.send(result);
+            }
+            Request::Inclusion {
+                index,
+                tree_size,
+                reply,
+            } => {
+                let result = if tree_size > len {
+                    Err(LogError::OutOfRange {
+                        index: tree_size,
+                        length: len,
+                    })
+                } else {
+                    InclusionProof::generate(&self.storage, index, tree_size)
+                };
+                let _ = reply.send(result);
+            }
+            Request::Consistency {
+                old_size,
+                new_size,
+                reply,
+            } => {
+                let result = if new_size > len {
+                    Err(LogError::OutOfRange {
+                        index: new_size,
+                        length: len,
+                    })
+                } else {
+                    ConsistencyProof::generate(&self.storage, old_size, new_size)
+                };
+                let _ = reply.send(result);
+            }
+            Request::Stats { reply } => {
+                let _ = reply.send(self.storage.stats());
+            }
+            Request::Append { .. } | Request::Close { .. } => {}
+        }
+    }
+
+    /// Writes every append as one group with one signed head and one sync, then answers.
+    fn commit(&mut self, appends: Vec<(Vec<Hash>, Vec<Vec<u8>>, AppendReply)>) {
+        if appends.is_empty() {
+            return;
+        }
+        if self.poisoned {
+            for (_, _, reply) in appends {
+                let _ = reply.send(Err(LogError::Poisoned));
+            }
+            return;
+        }
+        let start = self.peaks.len();
+        let mut peaks = self.peaks.clone();
+        let mut derived = Vec::new();
+        let mut entries = Vec::new();
+        let mut waiters: Vec<(Range<u64>, AppendReply)> = Vec::new();
+        for (leaves, batch, reply) in appends {
+            if peaks.len() + batch.len() as u64 > MAX_LENGTH {
+                let _ = reply.send(Err(LogError::LogFull { max: MAX_LENGTH }));
+                continue;
+            }
+            let first = peaks.len();
+            for leaf in leaves {
+                peaks.append(leaf, |x, h| derived.push((x, h)));
+            }
+            entries.extend(batch);
+            waiters.push((first..peaks.len(), reply));
+        }
+        if entries.is_empty() {
+            return;
+        }
+        let head = TreeHead {
+            log_id: self.key.public(),
+            length: peaks.len(),
+            root: peaks.root(),
+        }
+        .sign(&self.key);
+        let result = head.and_then(|head| {
+            self.storage.append(Group {
+                runs: vec![EntryRun {
+                    first_index: start,
+                    entries,
+                }],
+                derived_nodes: derived,
+                extra_nodes: Vec::new(),
+                head: Some(head),
+            })?;
+            Ok(head)
+        });
+        match result {
+            Ok(head) => {
+                self.peaks = peaks;
+                *self.head.write().unwrap_or_else(|e| e.into_inner()) = head;
+                for (range, reply) in waiters {
+                    let _ = reply.send(Ok(range));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "log group write failed; the log stops taking appends");
+                self.poisoned = true;
+                let e = Arc::new(e);
+                for (_, reply) in waiters {
+                    let _ = reply.send(Err(LogError::GroupFailed {
+                        source: Arc::clone(&e),
+                    }));
+                }
+            }
+        }
+    }
+}
