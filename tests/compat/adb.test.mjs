@@ -4,6 +4,8 @@
 // tables kept by the database (our extension); data that survives a restart.
 import { describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import path from 'node:path'
 
 import { AdbDatabase, createClient, defineSchema } from '@atek-cloud/adb-api'
 
@@ -18,13 +20,13 @@ const test = testWithHost(() => host)
 const tokens = {} // alice, bob: the bearer tokens of services they own
 
 /** The original client, as an app with `token` would have it. */
-function api (token) {
+function api (token, on = host) {
   const c = createClient()
-  c.$setEndpoint({ proto: 'http', hostname: '127.0.0.1', port: host.port })
+  c.$setEndpoint({ proto: 'http', hostname: '127.0.0.1', port: on.port })
   c.$setAuthHeader('Bearer ' + token)
   return c
 }
-const db = (token, idOrAlias, opts) => new AdbDatabase(api(token), idOrAlias, opts)
+const db = (token, idOrAlias, opts, on = host) => new AdbDatabase(api(token, on), idOrAlias, opts)
 
 const notes = defineSchema('example.com/notes', {
   pkey: '/id',
@@ -217,6 +219,45 @@ describe('adb-api', () => {
       assert.deepEqual(await other.client('atek.cloud/adb-api').echo('hi'), ['hi'])
     } finally {
       await other.cleanup()
+    }
+  })
+
+  test('everything acknowledged survives SIGKILL of the host, a restart, and a lost view', async () => {
+    const first = await startHost()
+    let second, third
+    try {
+      const sys = db(first.token, 'durable', undefined, first)
+      const { dbId } = await sys.describe()
+      const { serverDbId } = await api(first.token, first).getConfig()
+      await api(first.token, first).$rpc('tableDefine', [dbId, { id: 'example.com/items', revision: 1, indexes: [{ name: 'n', path: '/n' }] }])
+      // Concurrent writes, each acknowledged before the kill.
+      await Promise.all(Array.from({ length: 50 }, (_, n) => sys.put(`/example.com/items/i${String(n).padStart(2, '0')}`, { n })))
+      await first.stop({ signal: 'SIGKILL' })
+      first.killAllSync()
+      // serverDbId was written back to config.json on the first start.
+      const config = JSON.parse(fs.readFileSync(path.join(first.dir, 'config.json'), 'utf8'))
+      assert.equal(config.serverDbId, serverDbId)
+
+      second = await startHost({ configDir: first.dir })
+      const again = db(second.token, dbId, undefined, second)
+      const listed = await again.list('/example.com/items')
+      assert.equal(listed.records.length, 50)
+      assert.deepEqual(listed.records.map((r) => r.value.n), Array.from({ length: 50 }, (_, n) => n))
+      assert.equal((await api(second.token, second).getConfig()).serverDbId, serverDbId)
+      // The alias still names it; the server database still knows its owner.
+      assert.equal((await db(second.token, 'durable', undefined, second).describe()).dbId, dbId)
+      await second.stop()
+
+      // Views are derived: delete them all and they are rebuilt from the logs, same answers.
+      const adbDir = path.join(first.dir, 'adb')
+      for (const name of fs.readdirSync(adbDir)) fs.rmSync(path.join(adbDir, name, 'view.redb'), { force: true })
+      third = await startHost({ configDir: first.dir })
+      const rebuilt = await db(third.token, dbId, undefined, third).list('/example.com/items')
+      assert.deepEqual(rebuilt.records, listed.records)
+      const byN = await api(third.token, third).$rpc('recordQuery', [dbId, 'example.com/items', { index: 'n', gte: 48 }])
+      assert.deepEqual(byN.records.map((r) => r.key), ['i48', 'i49'])
+    } finally {
+      for (const h of [third, second, first]) await h?.cleanup()
     }
   })
 })

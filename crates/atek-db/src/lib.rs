@@ -14,8 +14,8 @@
 //!   from the log, with the same answers.
 //! - **Changes** stream from any log index on ([`Db::changes`]).
 //!
-//! The log sits behind the [`Journal`] trait: `atek-log`'s signed log in the host,
-//! [`MemoryJournal`] in tests.
+//! The log sits behind the [`Journal`] trait: `atek-log`'s signed log ([`LogStore`] keeps
+//! a home's databases on disk), or [`MemoryJournal`] in tests.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), atek_db::DbError> {
@@ -54,6 +54,7 @@ pub mod entry;
 mod error;
 mod journal;
 mod path;
+mod store;
 mod table;
 mod view;
 
@@ -65,5 +66,6 @@ pub use db::{Change, Changes, Db, Defined, MAX_RECORD_BYTES, Record};
 pub use error::DbError;
 pub use journal::{Journal, JournalError, MemoryJournal};
 pub use path::{MAX_PATH_BYTES, MAX_SEGMENTS, PathError, PathParam, RecordPath};
+pub use store::{LogJournal, LogStore};
 pub use table::{IndexDef, MAX_INDEXED_BYTES, MAX_INDEXES, Table, TableDef, TableError};
 pub use view::{IndexQuery, ListOpts, VIEW_FORMAT, ViewLocation};

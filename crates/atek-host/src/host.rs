@@ -13,7 +13,7 @@
 //! service at once (SIGTERM, then SIGKILL after `stopTimeout`), remove `run.json`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -200,6 +200,8 @@ impl Host {
             config.save(&config_file)?;
             tracing::info!(file = %config_file.display(), "generated a system token");
         }
+        // Before flags apply: it may write serverDbId back to the file.
+        let adb = open_adb(&paths, &mut config, &config_file).await;
         if let Some(port) = opts.port {
             config.port = port;
         }
@@ -234,7 +236,6 @@ impl Host {
         let store = Store::open(&paths.state())?;
         let users = crate::users::Users::open(&paths.state())?;
         let sessions = crate::users::Sessions::open(&paths.state(), config.session_ttl)?;
-        let adb = open_adb(&paths).await;
         let broker = Arc::new(Broker::new());
         let auth = Arc::new(Auth::new(&config.system_auth_tokens));
         let supervisor = Supervisor::new(
@@ -630,11 +631,35 @@ async fn wait_for_signal() {
     }
 }
 
-/// Opens the built-in ADB. A failure is logged and leaves the host without it.
-async fn open_adb(paths: &Paths) -> Option<Arc<atek_db::Adb>> {
-    let _ = paths;
-    let store: Arc<dyn atek_db::Store> = Arc::new(atek_db::MemoryStore::default());
-    let adb = match tokio::task::spawn_blocking(move || atek_db::Adb::open(store, None)).await {
+/// Opens the built-in ADB's databases in `adb/`. On a first start it creates the server
+/// database and records its id in config.json (`serverDbId`), as the original did. A
+/// failure is logged and leaves the host running without ADB.
+async fn open_adb(
+    paths: &Paths,
+    config: &mut Config,
+    config_file: &Path,
+) -> Option<Arc<atek_db::Adb>> {
+    let server = match config
+        .server_db_id
+        .as_deref()
+        .map(str::parse::<atek_core::DbId>)
+    {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            tracing::error!(
+                "serverDbId in config.json is not a database id (64 hex digits); fix it, or remove it to start a new server database. ADB is unavailable"
+            );
+            return None;
+        }
+    };
+    let dir = paths.adb();
+    let opened = tokio::task::spawn_blocking(move || {
+        let store: Arc<dyn atek_db::Store> = Arc::new(atek_db::LogStore::new(dir)?);
+        atek_db::Adb::open(store, server)
+    })
+    .await;
+    let adb = match opened {
         Ok(Ok(adb)) => adb,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "ADB could not open its databases; atek.cloud/adb-api is unavailable");
@@ -645,6 +670,16 @@ async fn open_adb(paths: &Paths) -> Option<Arc<atek_db::Adb>> {
             return None;
         }
     };
+    if config.server_db_id.is_none() {
+        config.server_db_id = Some(adb.server().id().to_string());
+        match config.save(config_file) {
+            Ok(()) => tracing::info!(id = %adb.server().id(), "created the server database"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record serverDbId in config.json; ADB is unavailable");
+                return None;
+            }
+        }
+    }
     if let Err(e) = adb.init().await {
         tracing::error!(error = %e, "ADB could not set up its server database");
         return None;

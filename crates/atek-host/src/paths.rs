@@ -51,6 +51,11 @@ impl Paths {
         self.root.join("state")
     }
 
+    /// `adb/`: the built-in ADB's databases, one folder each.
+    pub fn adb(&self) -> PathBuf {
+        self.root.join("adb")
+    }
+
     /// `sockets/{id}.sock`.
     pub fn socket(&self, id: &ServiceId) -> PathBuf {
         self.sockets().join(format!("{id}.sock"))
