@@ -429,3 +429,14 @@ impl<S: Storage> Writer<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_clone_send_sync() {
+        fn check<T: Clone + Send + Sync + 'static>() {}
+        check::<Log>();
+    }
+}

@@ -5,7 +5,7 @@
 //! `ATEK_LOG_CRASH_DIR` set) that appends from four concurrent tasks in a loop, printing
 //! each acknowledged append to stdout (flushed) as `ack {index} {count} {round} {task}
 //! {seq}`. The parent kills it with SIGKILL at seeded random times, reopens the log and
-//! checks.
+//! checks. The child checkpoints every 32 KiB, so kills also land during checkpoints.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use atek_core::SecretKey;
-use atek_log::{Consistency, Log, check_heads};
+use atek_log::{Consistency, FileStorage, Log, check_heads};
 
 const DIR_ENV: &str = "ATEK_LOG_CRASH_DIR";
 const ROUND_ENV: &str = "ATEK_LOG_CRASH_ROUND";
@@ -58,7 +58,10 @@ fn crash_child() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let log = Log::open(&dir, key()).unwrap();
+        // Checkpoints every 32 KiB, so that kills also land in and around them.
+        let mut store = FileStorage::open(&dir).unwrap();
+        store.set_checkpoint_interval(32 << 10);
+        let log = Log::with_storage(store, key()).unwrap();
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "ready {}", log.len()).unwrap();
