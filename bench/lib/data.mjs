@@ -196,9 +196,9 @@ export class System {
     return { ...this.row(workload, unit, secs > 0 ? n / secs : 0), n, seconds: round(secs), cut }
   }
 
-  single (n, ms, cut, latenciesMs) {
+  single (n, ms, cut, latenciesMs, unit = 'writes/s') {
     const { p50, p99 } = quantilesUs(latenciesMs)
-    return { ...this.rate('single', 'writes/s', n, ms, cut), p50_us: round(p50), p99_us: round(p99) }
+    return { ...this.rate('single', unit, n, ms, cut), p50_us: round(p50), p99_us: round(p99) }
   }
 
   bytes (entries, fileBytes, written) {

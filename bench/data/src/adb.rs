@@ -201,7 +201,7 @@ async fn run_all(dir: &Path, plan: &[Workload], counts: &Counts) -> anyhow::Resu
             let start = Instant::now();
             let mut n = 0u64;
             for p in &paths {
-                if n % 64 == 0 && Instant::now() >= deadline {
+                if n.is_multiple_of(64) && Instant::now() >= deadline {
                     break;
                 }
                 let record = db

@@ -214,7 +214,7 @@ pub(crate) fn run(
             let mut n = 0u64;
             let mut bytes = 0usize;
             for k in &keys {
-                if n % 64 == 0 && Instant::now() >= deadline {
+                if n.is_multiple_of(64) && Instant::now() >= deadline {
                     break;
                 }
                 let v: Vec<u8> = get
@@ -250,7 +250,7 @@ pub(crate) fn run(
                 std::hint::black_box(&k);
                 bytes += v.len();
                 n += 1;
-                if n % 1024 == 0 && Instant::now() >= deadline {
+                if n.is_multiple_of(1024) && Instant::now() >= deadline {
                     cut = true;
                     break;
                 }
