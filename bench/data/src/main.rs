@@ -1,0 +1,96 @@
+//! `atek-data-bench`: the Rust side of the data layer's benchmarks (`bench/adb/run.sh`,
+//! `bench/log/run.sh`).
+//!
+//! Each subcommand runs some workloads against one system and prints one JSON line per
+//! workload on stdout (progress goes to stderr):
+//!
+//! ```text
+//! atek-data-bench sqlite --synchronous full --dir /tmp/x --workload single,get
+//! {"system":"sqlite-full","workload":"single","durability":"D1: …","unit":"writes/s",
+//!  "value":6950.1,"n":2000,"seconds":0.29,"cut":false,"p50_us":131.2,"p99_us":402.0,…}
+//! ```
+//!
+//! Every row says how durable an acknowledged write was (`durability`): `D1` after
+//! fsync/fdatasync, `D0` after write() only, `none` if nothing reaches the disk. The
+//! workloads, their keys and their 1 KiB values are in `workload.rs`, shared with the
+//! JavaScript side through `bench/lib/data.mjs`; `bench/README.md` describes them.
+//!
+//! Exit status: 0, 1 on an error, 3 for `log` (not built yet).
+
+mod adb;
+mod sqlite;
+mod workload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::workload::{Counts, Workload};
+
+/// Benchmarks of Atek's data layer next to SQLite: one JSON line per workload.
+#[derive(Debug, Parser)]
+#[command(name = "atek-data-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// SQLite (bundled) in WAL mode, one table kv(k TEXT PRIMARY KEY, v BLOB).
+    Sqlite {
+        /// PRAGMA synchronous: full (D1) or normal (D0).
+        #[arg(long)]
+        synchronous: sqlite::Synchronous,
+        #[command(flatten)]
+        run: Run,
+    },
+    /// ADB (atek-db) on the journal of `open_journal` in src/adb.rs, its view in a file.
+    Adb {
+        #[command(flatten)]
+        run: Run,
+    },
+    /// atek-log's file log: not on this branch yet (exits with status 3).
+    Log {
+        /// Ignored for now.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Run {
+    /// A fresh directory for the stores (one subdirectory per store).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Workloads to run, comma-separated; they run in this order whatever the order given.
+    #[arg(long, value_delimiter = ',', required = true)]
+    workload: Vec<Workload>,
+    #[command(flatten)]
+    counts: Counts,
+}
+
+/// What `log` prints: the run scripts show it as the row's reason.
+const LOG_NOT_BUILT: &str = "not built yet: atek-log's file log is not on this branch";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Sqlite { synchronous, run } => {
+            sqlite::run(*synchronous, &run.dir, &run.workload, &run.counts)
+        }
+        Command::Adb { run } => adb::run(&run.dir, &run.workload, &run.counts),
+        Command::Log { .. } => {
+            eprintln!("{LOG_NOT_BUILT}");
+            return ExitCode::from(3);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("atek-data-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Log benchmark: the same 1 KiB entries appended to hypercore@11.37.1 (as shipped, and with
+# an fsync added) and to atek-log's file log; every row says how durable its appends are.
+# Also opening a log of 1M entries, warm and cold. See bench/README.md.
+#
+# Environment:
+#   BENCH_RUNS=3              runs of every system, interleaved; the table shows the median
+#   BENCH_SINGLE=2000         appends of `single` (and `bytes`)
+#   BENCH_CONCURRENT=10000    appends of `concurrent32`, shared by the 32 writers
+#   BENCH_BATCHES=100         batches of `batch100`
+#   BENCH_OPEN_ENTRIES=1000000  entries of the log `open` reopens (0: skip `open`)
+#   BENCH_OPEN_REPEATS=3      timed opens, warm and cold each, per run
+#   BENCH_MAX_SECONDS=10      any timed loop stops after this long (the row says "cut")
+#   BENCH_SYSTEMS             a subset of: hypercore hypercore-fsync atek-log
+#   BENCH_WORKLOADS           a subset of: single bytes concurrent32 batch100 open
+#   BENCH_STRICT=0            1: exit 1 if a target is missed (or not measured)
+#   BENCH_KEEP=0              1: keep the temporary directory (rows, stderr of each run)
+#   BENCH_BIN                 use this atek-data-bench instead of building one
+#   TMPDIR                    where the logs are written (the disk measured)
+#   CARGO_TARGET_DIR          honoured, as by cargo
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=../lib/data.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/data.sh"
+data_init log
+HERE=$BENCH_DIR/log
+BENCH_OPEN_ENTRIES=${BENCH_OPEN_ENTRIES:-1000000}
+BENCH_OPEN_REPEATS=${BENCH_OPEN_REPEATS:-3}
+for v in BENCH_OPEN_ENTRIES BENCH_OPEN_REPEATS; do
+	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, not '${!v}'"
+done
+ALL_SYSTEMS="hypercore hypercore-fsync atek-log"
+ALL_WORKLOADS=single,bytes,concurrent32,batch100,open
+# Opening does not depend on when appends are synced: the fsync variant only appends.
+WRITE_WORKLOADS=single,bytes,concurrent32,batch100
+if ((BENCH_OPEN_ENTRIES == 0)); then ALL_WORKLOADS=$WRITE_WORKLOADS; fi
+SYSTEMS=${BENCH_SYSTEMS:-$ALL_SYSTEMS}
+WANTED=${BENCH_WORKLOADS:-}
+for s in ${SYSTEMS//,/ }; do in_list "$s" "$ALL_SYSTEMS" || die "unknown system in BENCH_SYSTEMS: $s"; done
+for w in ${WANTED//,/ }; do in_list "$w" "$ALL_WORKLOADS" || die "unknown workload in BENCH_WORKLOADS: $w"; done
+OPEN_FLAGS=(--open-entries "$BENCH_OPEN_ENTRIES" --open-repeats "$BENCH_OPEN_REPEATS")
+
+ensure_node
+npm_install "$HERE"
+build_bench
+make_work
+
+# The rows a workload list gives (`open` gives two).
+row_names() { local w=$1; echo "${w/open/open_warm,open_cold}"; }
+
+# ---------------------------------------------------------------------------------------
+# ATEK-LOG: the rows of atek-log's file log. Until `atek-data-bench log` is built, it exits
+# with status 3 and says why on stderr, and every row is printed as "not measured: <why>".
+# Once it runs the workloads (the flags and rows of `atek-data-bench adb`, plus
+# --open-entries/--open-repeats and the rows open_warm/open_cold, which carry `records`),
+# it is measured like the others, with nothing to change here.
+measure_atek_log() {
+	local run=$1 workloads=$2 rc=0
+	run_once atek-log "$run" "$BENCH_BIN" log --workload "$workloads" "${COUNTS[@]}" "${OPEN_FLAGS[@]}" || rc=$?
+	if ((rc == 3)); then
+		not_measured atek-log "$run" "$(row_names "$workloads")" \
+			"$(tail -n 1 "$WORK/logs/atek-log-r$run.err")"
+	elif ((rc != 0)); then
+		tail -n 30 "$WORK/logs/atek-log-r$run.err" >&2
+		die "atek-log (run $run) failed with status $rc"
+	else
+		python3 "$REPORT" line "$WORK/rows/atek-log-r$run.jsonl"
+	fi
+}
+# ---------------------------------------------------------------------------------------
+
+# measure SYSTEM RUN: one run of SYSTEM's workloads.
+measure() {
+	local system=$1 run=$2 workloads
+	if [[ $system == hypercore-fsync ]]; then
+		workloads=$(workloads_of "$WRITE_WORKLOADS")
+	else
+		workloads=$(workloads_of "$ALL_WORKLOADS")
+	fi
+	[[ -n $workloads ]] || return 0
+	case $system in
+	hypercore) run_system "$system" "$run" node "$HERE/hypercore.mjs" --fsync 0 --workload "$workloads" "${COUNTS[@]}" "${OPEN_FLAGS[@]}" ;;
+	hypercore-fsync) run_system "$system" "$run" node "$HERE/hypercore.mjs" --fsync 1 --workload "$workloads" "${COUNTS[@]}" ;;
+	atek-log) measure_atek_log "$run" "$workloads" ;;
+	esac
+}
+
+read -r -a systems <<<"${SYSTEMS//,/ }"
+log "measuring: ${BENCH_RUNS} runs x ${#systems[@]} systems (${systems[*]}), in $WORK"
+for ((run = 1; run <= BENCH_RUNS; run++)); do
+	log "run $run of $BENCH_RUNS"
+	for k in $(rotate "${#systems[@]}" "$run"); do
+		measure "${systems[k]}" "$run"
+	done
+done
+
+report_summary \
+	node "$(node --version)" \
+	disk_dir "$WORK/stores" \
+	single "$BENCH_SINGLE" concurrent "$BENCH_CONCURRENT" batches "$BENCH_BATCHES" \
+	open_entries "$BENCH_OPEN_ENTRIES" open_repeats "$BENCH_OPEN_REPEATS" max_seconds "$BENCH_MAX_SECONDS"
