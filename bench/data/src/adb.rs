@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use atek_db::{Db, Journal, ListOpts, MemoryJournal, RecordPath, ViewLocation};
+use atek_db::{Db, Journal, ListOpts, RecordPath, ViewLocation};
 use futures_util::future::try_join_all;
 use serde_json::Value;
 
@@ -21,18 +21,16 @@ use crate::workload::{
 };
 
 /// The log under every database this benchmark opens, and how durable an append is once
-/// it returns (the label every row prints).
-///
-/// This is the one place to plug in atek-log's file journal: open (or create) a log in
-/// `dir` and return it with a label such as "D1: acknowledged after fdatasync (atek-log
-/// file journal, group commit)". `dir` is a fresh, empty directory per store; everything
-/// written under it counts in the `bytes` row.
-fn open_journal(dir: &Path) -> (Arc<dyn Journal>, &'static str) {
-    let _ = dir; // The memory journal keeps nothing on disk.
-    (
-        Arc::new(MemoryJournal::new()),
-        "none: memory journal (atek-log's file journal not wired yet)",
-    )
+/// it returns (the label every row prints): atek-log's file log in `dir/log`, with a fresh
+/// writer key. `dir` is a fresh, empty directory per store; everything written under it
+/// counts in the `bytes` row.
+fn open_journal(dir: &Path) -> anyhow::Result<(Arc<dyn Journal>, &'static str)> {
+    let log = atek_log::Log::create(dir.join("log"), atek_core::SecretKey::generate())
+        .with_context(|| format!("creating a log in {}", dir.display()))?;
+    Ok((
+        Arc::new(atek_db::LogJournal::new(log)),
+        "D1: acknowledged after fdatasync (atek-log file log, group commit)",
+    ))
 }
 
 /// Where a store keeps its view: beside its log.
@@ -50,7 +48,7 @@ pub(crate) fn run(dir: &Path, workloads: &[Workload], counts: &Counts) -> anyhow
 }
 
 fn open(store: &Path) -> anyhow::Result<(Db, System)> {
-    let (journal, durability) = open_journal(store);
+    let (journal, durability) = open_journal(store)?;
     let db = Db::open(journal, ViewLocation::File(store.join(VIEW_FILE)))
         .with_context(|| format!("opening a database in {}", store.display()))?;
     let system = System {
