@@ -92,7 +92,7 @@ async fn run_all(dir: &Path, plan: &[Workload], counts: &Counts) -> anyhow::Resu
         let elapsed = start.elapsed();
         let cut = n < u64::from(counts.single);
         if plan.contains(&Workload::Single) {
-            emit(system.single(n, elapsed, cut, latencies), &[])?;
+            emit(system.single("writes/s", n, elapsed, cut, latencies), &[])?;
         }
         db.close().await?;
         drop(db);

@@ -93,7 +93,10 @@ pub(crate) fn run(
         let elapsed = start.elapsed();
         let cut = n < u64::from(counts.single);
         if plan.contains(&Workload::Single) {
-            emit(system.single(n, elapsed, cut, latencies), &extra)?;
+            emit(
+                system.single("writes/s", n, elapsed, cut, latencies),
+                &extra,
+            )?;
         }
         close(conn)?;
         if plan.contains(&Workload::Bytes) {

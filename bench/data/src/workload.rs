@@ -256,7 +256,8 @@ impl Latencies {
         sorted[rank - 1].as_secs_f64() * 1e6
     }
 
-    fn p50_p99(mut self) -> (f64, f64) {
+    /// The median (p50) and p99, in µs.
+    pub(crate) fn p50_p99(mut self) -> (f64, f64) {
         self.0.sort_unstable();
         (
             Self::quantile_us(&self.0, 0.50),
@@ -275,10 +276,12 @@ pub(crate) struct System {
 }
 
 impl System {
-    fn row(&self, workload: Workload, unit: &str, value: f64) -> Map<String, Value> {
+    /// The fields every row has: `workload` is the row's name (a [`Workload::name`], or
+    /// another row such as the log's `open_warm`).
+    pub(crate) fn row(&self, workload: &str, unit: &str, value: f64) -> Map<String, Value> {
         let mut row = Map::new();
         row.insert("system".into(), self.name.clone().into());
-        row.insert("workload".into(), workload.name().into());
+        row.insert("workload".into(), workload.into());
         row.insert("durability".into(), self.durability.clone().into());
         row.insert("unit".into(), unit.into());
         row.insert("value".into(), round(value).into());
@@ -297,7 +300,7 @@ impl System {
     ) -> Map<String, Value> {
         let secs = elapsed.as_secs_f64();
         let mut row = self.row(
-            workload,
+            workload.name(),
             unit,
             if secs > 0.0 { n as f64 / secs } else { 0.0 },
         );
@@ -307,15 +310,16 @@ impl System {
         row
     }
 
-    /// The `single` row, with its latencies.
+    /// The `single` row (`unit`: writes/s, appends/s), with its latencies.
     pub(crate) fn single(
         &self,
+        unit: &str,
         n: u64,
         elapsed: Duration,
         cut: bool,
         latencies: Latencies,
     ) -> Map<String, Value> {
-        let mut row = self.rate(Workload::Single, "writes/s", n, elapsed, cut);
+        let mut row = self.rate(Workload::Single, unit, n, elapsed, cut);
         let (p50, p99) = latencies.p50_p99();
         row.insert("p50_us".into(), round(p50).into());
         row.insert("p99_us".into(), round(p99).into());
@@ -331,7 +335,7 @@ impl System {
         written: Option<u64>,
     ) -> Map<String, Value> {
         let per = |b: u64| round(b as f64 / entries.max(1) as f64);
-        let mut row = self.row(Workload::Bytes, "bytes/entry", per(file_bytes));
+        let mut row = self.row(Workload::Bytes.name(), "bytes/entry", per(file_bytes));
         row.insert("n".into(), entries.into());
         row.insert("file_bytes".into(), file_bytes.into());
         if let Some(w) = written {
@@ -343,7 +347,7 @@ impl System {
 }
 
 /// Rounds to 3 decimals, enough for rates and µs.
-fn round(x: f64) -> f64 {
+pub(crate) fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
