@@ -15,9 +15,10 @@
 //! workloads, their keys and their 1 KiB values are in `workload.rs`, shared with the
 //! JavaScript side through `bench/lib/data.mjs`; `bench/README.md` describes them.
 //!
-//! Exit status: 0, 1 on an error, 3 for `log` (not built yet).
+//! Exit status: 0, or 1 on an error.
 
 mod adb;
+mod log;
 mod sqlite;
 mod workload;
 
@@ -51,11 +52,18 @@ enum Command {
         #[command(flatten)]
         run: Run,
     },
-    /// atek-log's file log: not on this branch yet (exits with status 3).
+    /// atek-log's file log (`atek_log::Log`), with a fresh writer key per log.
     Log {
-        /// Ignored for now.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// A fresh directory for the logs (one subdirectory per workload).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Workloads to run, comma-separated; they run in this order whatever the order given.
+        #[arg(long, value_delimiter = ',', required = true)]
+        workload: Vec<log::LogWorkload>,
+        #[command(flatten)]
+        counts: Counts,
+        #[command(flatten)]
+        open: log::OpenCounts,
     },
 }
 
@@ -71,9 +79,6 @@ struct Run {
     counts: Counts,
 }
 
-/// What `log` prints: the run scripts show it as the row's reason.
-const LOG_NOT_BUILT: &str = "not built yet: atek-log's file log is not on this branch";
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -81,10 +86,12 @@ fn main() -> ExitCode {
             sqlite::run(*synchronous, &run.dir, &run.workload, &run.counts)
         }
         Command::Adb { run } => adb::run(&run.dir, &run.workload, &run.counts),
-        Command::Log { .. } => {
-            eprintln!("{LOG_NOT_BUILT}");
-            return ExitCode::from(3);
-        }
+        Command::Log {
+            dir,
+            workload,
+            counts,
+            open,
+        } => log::run(dir, workload, counts, open),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
