@@ -49,11 +49,11 @@ make_work
 row_names() { local w=$1; echo "${w/open/open_warm,open_cold}"; }
 
 # ---------------------------------------------------------------------------------------
-# ATEK-LOG: the rows of atek-log's file log. Until `atek-data-bench log` is built, it exits
-# with status 3 and says why on stderr, and every row is printed as "not measured: <why>".
-# Once it runs the workloads (the flags and rows of `atek-data-bench adb`, plus
-# --open-entries/--open-repeats and the rows open_warm/open_cold, which carry `records`),
-# it is measured like the others, with nothing to change here.
+# ATEK-LOG: the rows of atek-log's file log, from `atek-data-bench log`: the flags and rows
+# of `atek-data-bench adb`, plus --open-entries/--open-repeats and the rows
+# open_warm/open_cold, which carry `records`. A binary that cannot measure it (status 3,
+# as builds before `log` existed gave; see BENCH_BIN) gets every row printed as
+# "not measured: <its last line on stderr>".
 measure_atek_log() {
 	local run=$1 workloads=$2 rc=0
 	run_once atek-log "$run" "$BENCH_BIN" log --workload "$workloads" "${COUNTS[@]}" "${OPEN_FLAGS[@]}" || rc=$?
