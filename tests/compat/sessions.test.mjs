@@ -12,7 +12,7 @@ import { UserSession as UserSessionClass } from '@atek-cloud/user-sessions-api'
 import { fetch as cookieFetch, Cookie } from '@atek-cloud/node-fetch-cookies'
 import { ajv } from '@atek-cloud/node-rpc'
 
-import { startHost, testWithHost, removeTempDirs, waitFor, sleep, install, fixtureUrl } from './lib/host.mjs'
+import { startHost, testWithHost, removeTempDirs, waitFor, sleep, install, fixtureUrl, storedBytes, serverRows } from './lib/host.mjs'
 import {
   SESSIONS_API, USERS_API, typedUsers, typedSessions, createUser, gateway, call, login, loginOk,
   whoami, whoamiRaw, req, setCookies, sessionSetCookie, mainHost, mainOrigin, loopbackAgent,
@@ -260,13 +260,15 @@ describe('user sessions', () => {
       assert.deepEqual((await rpc('whoami')).json.result, { isActive: false })
     })
 
-    test('sessions are stored hashed: no token in state/sessions.json', async () => {
+    test('sessions are stored hashed: no token in the server database', async () => {
       const cookie = await loginOk(host, 'alice', alicePw)
-      const file = path.join(host.dir, 'state', 'sessions.json')
-      const text = await waitFor(() => fs.existsSync(file) && fs.readFileSync(file, 'utf8'), { message: 'state/sessions.json' })
-      JSON.parse(text)
-      assert.ok(!text.includes(cookie), 'the session token is stored in clear')
-      assert.ok(!text.includes(Buffer.from(cookie, 'base64url').toString('hex')), 'the session token is stored (hex)')
+      const rows = await serverRows(host, 'atek.cloud/user-session')
+      assert.ok(rows.length >= 1, 'the session is a row of atek.cloud/user-session')
+      for (const row of rows) assert.match(row.tokenHash, /^[0-9a-f]{64}$/)
+      const stored = storedBytes(host)
+      assert.ok(!stored.includes(cookie), 'the session token is stored in clear')
+      assert.ok(!stored.includes(Buffer.from(cookie, 'base64url').toString('hex')), 'the session token is stored (hex)')
+      assert.ok(!fs.existsSync(path.join(host.dir, 'state', 'sessions.json')), 'no sessions file beside the database')
     })
   })
 

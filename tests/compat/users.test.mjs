@@ -9,7 +9,8 @@ import { User as UserClass, UserSettings as UserSettingsClass } from '@atek-clou
 import { ajv } from '@atek-cloud/node-rpc'
 
 import {
-  startHost, fixtureUrl, install, getService, procEnv, rpcError, testWithHost, removeTempDirs, waitFor
+  startHost, fixtureUrl, install, getService, procEnv, rpcError, testWithHost, removeTempDirs, waitFor,
+  storedBytes, serverRows
 } from './lib/host.mjs'
 import {
   USERS_API, typedUsers, createUser, gateway, call, loginOk, login, randomPassword, req, whoami
@@ -338,13 +339,13 @@ describe('users-api', () => {
     assert.ok(!(await typedUsers(host).list()).users.some((u) => u.username === 'late'))
   })
 
-  test('passwords never leave the host: replies, state/users.json (argon2id), host output', async () => {
+  test('passwords never leave the host: replies, the server database (argon2id), host output', async () => {
     for (const [i, text] of replies.entries()) assertNoSecrets(text, `reply #${i}`)
-    const usersFile = path.join(host.dir, 'state', 'users.json')
-    const text = fs.readFileSync(usersFile, 'utf8')
-    for (const p of passwords) assert.ok(!text.includes(p), 'state/users.json contains a clear-text password')
-    assert.match(text, /\$argon2id\$/, 'state/users.json should hold argon2id PHC strings')
-    JSON.parse(text) // valid JSON
+    const rows = await serverRows(host, 'atek.cloud/user')
+    assert.ok(rows.length >= 2, 'each account is a row of atek.cloud/user')
+    for (const row of rows) assert.match(row.passwordHash, /^\$argon2id\$/, 'accounts hold argon2id PHC strings')
+    const stored = storedBytes(host)
+    for (const p of passwords) assert.ok(!stored.includes(p), 'the database holds a clear-text password')
     const out = host.hostOutput()
     for (const p of passwords) assert.ok(!out.includes(p), 'host output contains a clear-text password')
   })

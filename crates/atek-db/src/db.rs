@@ -71,6 +71,11 @@ enum Msg {
         bytes: Vec<u8>,
         reply: oneshot::Sender<Result<u64, DbError>>,
     },
+    Batch {
+        ops: Vec<Op>,
+        bytes: Vec<Vec<u8>>,
+        reply: oneshot::Sender<Result<std::ops::Range<u64>, DbError>>,
+    },
     Define {
         def: TableDef,
         reply: oneshot::Sender<Result<Defined, DbError>>,
@@ -157,18 +162,7 @@ impl Db {
 
     /// Writes a record; returns it as stored.
     pub async fn put(&self, path: &RecordPath, value: Value) -> Result<Record, DbError> {
-        if path.is_root() {
-            return Err(crate::path::PathError::Empty.into());
-        }
-        if !value.is_object() {
-            return Err(DbError::NotAnObject {
-                found: kind(&value),
-            });
-        }
-        if let Some(table) = self.inner.view.table_of(path) {
-            table.validate(&value)?;
-            table.check_key(path.key(), &value)?;
-        }
+        self.check_put(path, &value)?;
         let op = Op::Put {
             path: path.clone(),
             value,
@@ -199,6 +193,62 @@ impl Db {
         let op = Op::Delete { path: path.clone() };
         let bytes = op.encode();
         self.write(op, bytes).await
+    }
+
+    /// Writes several puts and deletes at once: one log append, all or nothing. Returns the
+    /// log indexes they got, in order. Each is checked as [`Db::put`] and [`Db::delete`]
+    /// check theirs; table definitions go through [`Db::define_table`].
+    pub async fn write_batch(&self, ops: Vec<Op>) -> Result<std::ops::Range<u64>, DbError> {
+        let mut bytes = Vec::with_capacity(ops.len());
+        for op in &ops {
+            match op {
+                Op::Put { path, value } => self.check_put(path, value)?,
+                Op::Delete { path } if path.is_root() => {
+                    return Err(crate::path::PathError::Empty.into());
+                }
+                Op::Delete { .. } => {}
+                Op::DefineTable(def) => {
+                    return Err(DbError::BadQuery {
+                        reason: format!(
+                            "table {} can only be defined with define_table, not in a batch",
+                            def.id
+                        ),
+                    });
+                }
+            }
+            let encoded = op.encode();
+            if encoded.len() > MAX_RECORD_BYTES {
+                return Err(DbError::TooLarge {
+                    size: encoded.len(),
+                    limit: MAX_RECORD_BYTES,
+                });
+            }
+            bytes.push(encoded);
+        }
+        if ops.is_empty() {
+            let len = self.len();
+            return Ok(len..len);
+        }
+        if !self.inner.writable {
+            return Err(DbError::ReadOnly);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Batch { ops, bytes, reply }).await?;
+        rx.await.map_err(|_| DbError::Closed)?
+    }
+
+    fn check_put(&self, path: &RecordPath, value: &Value) -> Result<(), DbError> {
+        if path.is_root() {
+            return Err(crate::path::PathError::Empty.into());
+        }
+        if !value.is_object() {
+            return Err(DbError::NotAnObject { found: kind(value) });
+        }
+        if let Some(table) = self.inner.view.table_of(path) {
+            table.validate(value)?;
+            table.check_key(path.key(), value)?;
+        }
+        Ok(())
     }
 
     /// Defines a table, or replaces its definition with a greater revision. Defining the
@@ -397,6 +447,14 @@ impl Writer {
             for msg in msgs {
                 match msg {
                     Msg::Write { op, bytes, reply } => pending.push((op, bytes, reply)),
+                    Msg::Batch { ops, bytes, reply } => {
+                        self.flush(std::mem::take(&mut pending));
+                        let result = self.commit(ops, bytes).map(|start| {
+                            let end = self.applied;
+                            start..end
+                        });
+                        let _ = reply.send(result);
+                    }
                     Msg::Define { def, reply } => {
                         self.flush(std::mem::take(&mut pending));
                         let _ = reply.send(self.define(def));

@@ -538,3 +538,51 @@ async fn a_failing_log_fails_the_write_and_stores_nothing() {
     assert!(db.get(&path("/a/b")).unwrap().is_none());
     assert_eq!(db.len(), 0);
 }
+
+#[tokio::test]
+async fn batches_are_one_append_and_checked_like_single_writes() {
+    let journal = Arc::new(Counting {
+        inner: MemoryJournal::new(),
+        appends: AtomicUsize::new(0),
+    });
+    let db = Db::open(journal.clone(), ViewLocation::Memory).unwrap();
+    db.define_table(posts(1, v1_schema(), &[])).await.unwrap();
+    let before = journal.appends.load(Ordering::SeqCst);
+    let range = db
+        .write_batch(vec![
+            Op::Put {
+                path: path("/example.com/posts/a"),
+                value: json!({"title": "a"}),
+            },
+            Op::Put {
+                path: path("/free/b"),
+                value: json!({"any": true}),
+            },
+            Op::Delete {
+                path: path("/example.com/posts/a"),
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(range, 1..4);
+    assert_eq!(journal.appends.load(Ordering::SeqCst), before + 1);
+    assert!(db.get(&path("/example.com/posts/a")).unwrap().is_none());
+    assert!(db.get(&path("/free/b")).unwrap().is_some());
+    // One bad write refuses the whole batch, before anything is appended.
+    let err = db
+        .write_batch(vec![
+            Op::Put {
+                path: path("/free/c"),
+                value: json!({}),
+            },
+            Op::Put {
+                path: path("/example.com/posts/x"),
+                value: json!({"title": 1}),
+            },
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbError::Table(TableError::Schema { .. })));
+    assert!(db.get(&path("/free/c")).unwrap().is_none());
+    assert_eq!(db.len(), 4);
+}

@@ -58,6 +58,14 @@ pub enum HostError {
     /// The state store is unusable.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The built-in ADB, which holds the host's own records, could not open.
+    #[error("ADB could not open the server database in {dir}: {reason}")]
+    Adb {
+        /// Its folder.
+        dir: PathBuf,
+        /// What went wrong, and what to do.
+        reason: String,
+    },
     /// A folder could not be made.
     #[error("cannot create {path}: {source}")]
     Dirs {
@@ -135,8 +143,9 @@ pub struct HostState {
     pub users: crate::users::Users,
     /// Browser logins.
     pub sessions: crate::users::Sessions,
-    /// The built-in ADB: the home's databases (None if it could not start; the log says why).
-    pub adb: Option<Arc<atek_db::Adb>>,
+    /// The built-in ADB: the home's databases, among them the server database that holds
+    /// the host's own records.
+    pub adb: Arc<atek_db::Adb>,
     /// Login attempts.
     pub(crate) limiter: crate::users::LoginLimiter,
     /// The first-admin link's token, while there are no users.
@@ -201,7 +210,7 @@ impl Host {
             tracing::info!(file = %config_file.display(), "generated a system token");
         }
         // Before flags apply: it may write serverDbId back to the file.
-        let adb = open_adb(&paths, &mut config, &config_file).await;
+        let adb = open_adb(&paths, &mut config, &config_file).await?;
         if let Some(port) = opts.port {
             config.port = port;
         }
@@ -233,9 +242,21 @@ impl Host {
             .map(|a| a.port())
             .unwrap_or(config.port);
 
-        let store = Store::open(&paths.state())?;
-        let users = crate::users::Users::open(&paths.state())?;
-        let sessions = crate::users::Sessions::open(&paths.state(), config.session_ttl)?;
+        let (store, users, sessions) = {
+            let (server, state, ttl) = (adb.server().clone(), paths.state(), config.session_ttl);
+            tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+                Ok((
+                    Store::open_in(&server, &state)?,
+                    crate::users::Users::open_in(&server, &state)?,
+                    crate::users::Sessions::open_in(&server, &state, ttl)?,
+                ))
+            })
+            .await
+            .map_err(|e| HostError::Adb {
+                dir: paths.adb(),
+                reason: e.to_string(),
+            })??
+        };
         let broker = Arc::new(Broker::new());
         let auth = Arc::new(Auth::new(&config.system_auth_tokens));
         let supervisor = Supervisor::new(
@@ -632,13 +653,18 @@ async fn wait_for_signal() {
 }
 
 /// Opens the built-in ADB's databases in `adb/`. On a first start it creates the server
-/// database and records its id in config.json (`serverDbId`), as the original did. A
-/// failure is logged and leaves the host running without ADB.
+/// database and records its id in config.json (`serverDbId`), as the original did. The host
+/// keeps its own records there, so it cannot start without it.
 async fn open_adb(
     paths: &Paths,
     config: &mut Config,
     config_file: &Path,
-) -> Option<Arc<atek_db::Adb>> {
+) -> Result<Arc<atek_db::Adb>, HostError> {
+    let dir = paths.adb();
+    let fail = |reason: String| HostError::Adb {
+        dir: dir.clone(),
+        reason,
+    };
     let server = match config
         .server_db_id
         .as_deref()
@@ -647,42 +673,26 @@ async fn open_adb(
         None => None,
         Some(Ok(id)) => Some(id),
         Some(Err(_)) => {
-            tracing::error!(
-                "serverDbId in config.json is not a database id (64 hex digits); fix it, or remove it to start a new server database. ADB is unavailable"
-            );
-            return None;
+            return Err(fail(
+                "serverDbId in config.json is not a database id (64 hex digits); restore it from a backup of config.json".into(),
+            ));
         }
     };
-    let dir = paths.adb();
-    let opened = tokio::task::spawn_blocking(move || {
-        let store: Arc<dyn atek_db::Store> = Arc::new(atek_db::LogStore::new(dir)?);
-        atek_db::Adb::open(store, server)
+    let opened = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || {
+            let store: Arc<dyn atek_db::Store> = Arc::new(atek_db::LogStore::new(dir)?);
+            atek_db::Adb::open(store, server)
+        }
     })
-    .await;
-    let adb = match opened {
-        Ok(Ok(adb)) => adb,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "ADB could not open its databases; atek.cloud/adb-api is unavailable");
-            return None;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "ADB could not start");
-            return None;
-        }
-    };
+    .await
+    .map_err(|e| fail(e.to_string()))?
+    .map_err(|e| fail(e.to_string()))?;
     if config.server_db_id.is_none() {
-        config.server_db_id = Some(adb.server().id().to_string());
-        match config.save(config_file) {
-            Ok(()) => tracing::info!(id = %adb.server().id(), "created the server database"),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot record serverDbId in config.json; ADB is unavailable");
-                return None;
-            }
-        }
+        config.server_db_id = Some(opened.server().id().to_string());
+        config.save(config_file)?;
+        tracing::info!(id = %opened.server().id(), "created the server database");
     }
-    if let Err(e) = adb.init().await {
-        tracing::error!(error = %e, "ADB could not set up its server database");
-        return None;
-    }
-    Some(Arc::new(adb))
+    opened.init().await.map_err(|e| fail(e.to_string()))?;
+    Ok(Arc::new(opened))
 }

@@ -30,6 +30,7 @@ pub mod host;
 pub mod installer;
 pub mod manage;
 pub mod paths;
+mod rows;
 mod server;
 pub mod store;
 pub mod supervisor;

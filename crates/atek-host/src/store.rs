@@ -1,8 +1,11 @@
-//! The host's record of installed services, persisted in `state/services.json`.
+//! The host's record of installed services, kept in the server database as the original
+//! did (reference 5.6): table `atek.cloud/service`, one row per service, and
+//! `atek.cloud/core-service-key` for the stable keys of core services.
 //!
-//! A small versioned JSON file replaced atomically on every change: the set of services is
-//! small and changes rarely, and a crash leaves either the old file or the new one. (The
-//! original kept these records in its server database; ours move there when ADB lands.)
+//! Without a server database (unit tests) it is the versioned JSON file
+//! `state/services.json`, replaced atomically on every change; a host that finds that file
+//! and an empty table moves the file's records into the table and renames the file
+//! `services.json.migrated`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,6 +62,14 @@ pub enum StoreError {
         /// What is wrong.
         problem: String,
     },
+    /// The server database refused or failed a read or write of the host's records.
+    #[error("the server database's table {table}: {message}")]
+    Database {
+        /// The table (`atek.cloud/service`).
+        table: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// The services store. Cheap to share behind an `Arc`; every change is written through.
@@ -66,24 +77,66 @@ pub enum StoreError {
 pub struct Store {
     path: PathBuf,
     state: Mutex<StateFile>,
+    /// The server database's tables; None: the file.
+    rows: Option<(crate::rows::Rows, crate::rows::Rows)>,
 }
+
+/// The server database's table of services.
+pub const SERVICE_TABLE: &str = "atek.cloud/service";
+/// The server database's table of core services' keys.
+pub const CORE_KEY_TABLE: &str = "atek.cloud/core-service-key";
 
 impl Store {
     /// Opens (or creates, empty) `state/services.json` under `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("services.json");
-        let state = match std::fs::read(&path) {
-            Ok(bytes) => parse(&path, &bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile {
-                version: VERSION,
-                ..StateFile::default()
-            },
-            Err(source) => return Err(StoreError::Io { path, source }),
-        };
+        let state = read_file(&path)?;
         Ok(Self {
             path,
             state: Mutex::new(state),
+            rows: None,
         })
+    }
+
+    /// Opens the records in the server database `db`, moving those of an older
+    /// `state/services.json` under `dir` there first.
+    pub fn open_in(db: &atek_db::Db, dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("services.json");
+        let services = crate::rows::Rows::open(db, SERVICE_TABLE)?;
+        let keys = crate::rows::Rows::open(db, CORE_KEY_TABLE)?;
+        let store = if services.is_empty() && keys.is_empty() && path.exists() {
+            let state = read_file(&path)?;
+            let store = Self {
+                path: path.clone(),
+                state: Mutex::new(state),
+                rows: Some((services, keys)),
+            };
+            store.write(&store.lock())?;
+            crate::rows::retire(&path)?;
+            tracing::info!(file = %path.display(), "moved the services' records into the server database");
+            store
+        } else {
+            #[derive(Deserialize)]
+            struct CoreKey {
+                id: ServiceId,
+                key: ServiceKey,
+            }
+            let state = StateFile {
+                version: VERSION,
+                services: services.load()?,
+                core_keys: keys
+                    .load::<CoreKey>()?
+                    .into_iter()
+                    .map(|k| (k.id, k.key))
+                    .collect(),
+            };
+            Self {
+                path,
+                state: Mutex::new(state),
+                rows: Some((services, keys)),
+            }
+        };
+        Ok(store)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, StateFile> {
@@ -159,12 +212,45 @@ impl Store {
     }
 
     fn write(&self, state: &StateFile) -> Result<(), StoreError> {
+        if let Some((services, keys)) = &self.rows {
+            #[derive(Serialize)]
+            struct CoreKey<'a> {
+                id: &'a ServiceId,
+                key: &'a ServiceKey,
+            }
+            let core: Vec<(String, CoreKey<'_>)> = state
+                .core_keys
+                .iter()
+                .map(|(id, key)| (id.to_string(), CoreKey { id, key }))
+                .collect();
+            keys.save(core.iter().map(|(k, v)| (k.clone(), v)))?;
+            return services.save(
+                state
+                    .services
+                    .iter()
+                    .map(|s| (s.key.as_str().to_owned(), s)),
+            );
+        }
         let io = |source| StoreError::Io {
             path: self.path.clone(),
             source,
         };
         let bytes = serde_json::to_vec_pretty(state).map_err(|e| io(e.into()))?;
         crate::fsutil::write_atomic(&self.path, &bytes, 0o600).map_err(io)
+    }
+}
+
+fn read_file(path: &Path) -> Result<StateFile, StoreError> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse(path, &bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile {
+            version: VERSION,
+            ..StateFile::default()
+        }),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 

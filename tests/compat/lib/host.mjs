@@ -463,3 +463,25 @@ export function waitForService (host, id, pred, { timeout = 10000, message } = {
     return pred(info) ? info : null
   }, { timeout, interval: 50, message: message || `service ${id} to reach the expected state` })
 }
+
+/** Every byte the host keeps in its databases (adb/: logs, views, keys), as one latin1 string. */
+export function storedBytes (host) {
+  const parts = []
+  const walk = (dir) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, entry.name)
+      if (entry.isDirectory()) walk(p)
+      else parts.push(fs.readFileSync(p).toString('latin1'))
+    }
+  }
+  walk(path.join(host.dir, 'adb'))
+  return parts.join('\n')
+}
+
+/** The rows of one of the host's tables in its server database (`atek.cloud/user`, …), read with the system token. */
+export async function serverRows (host, table) {
+  const adb = host.client('atek.cloud/adb-api')
+  const { serverDbId } = await adb.getConfig()
+  const { records } = await adb.recordList(serverDbId, table)
+  return records.map((r) => r.value.item)
+}

@@ -126,6 +126,20 @@ impl fmt::Debug for StoredUser {
     }
 }
 
+/// The server database's table of accounts.
+pub const USER_TABLE: &str = "atek.cloud/user";
+
+fn read_file(path: &Path) -> Result<Vec<StoredUser>, StoreError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(parse(path, &bytes)?.users),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct UsersFile {
     version: u32,
@@ -137,6 +151,8 @@ struct UsersFile {
 pub struct Users {
     path: PathBuf,
     users: RwLock<Vec<StoredUser>>,
+    /// The server database's table `atek.cloud/user`; None: the file.
+    rows: Option<crate::rows::Rows>,
     /// Bounds the hashes running at once (each takes 19 MiB and a core for tens of
     /// milliseconds), so a flood of logins cannot exhaust memory or starve the proxy.
     hashing: Arc<Semaphore>,
@@ -146,21 +162,38 @@ impl Users {
     /// Opens (or starts empty) `users.json` under `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
         let path = state_dir.join("users.json");
-        let users = match std::fs::read(&path) {
-            Ok(bytes) => parse(&path, &bytes)?.users,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(StoreError::Io { path, source }),
-        };
+        let users = read_file(&path)?;
+        Ok(Self::new(path, users, None))
+    }
+
+    /// Opens the accounts in the server database `db` (table `atek.cloud/user`, one row per
+    /// user), moving those of an older `users.json` under `state_dir` there first.
+    pub fn open_in(db: &atek_db::Db, state_dir: &Path) -> Result<Self, StoreError> {
+        let path = state_dir.join("users.json");
+        let rows = crate::rows::Rows::open(db, USER_TABLE)?;
+        if rows.is_empty() && path.exists() {
+            let users = read_file(&path)?;
+            rows.save(users.iter().map(|u| (u.key.as_str().to_owned(), u)))?;
+            crate::rows::retire(&path)?;
+            tracing::info!(file = %path.display(), "moved the accounts into the server database");
+            return Ok(Self::new(path, users, Some(rows)));
+        }
+        let users = rows.load()?;
+        Ok(Self::new(path, users, Some(rows)))
+    }
+
+    fn new(path: PathBuf, users: Vec<StoredUser>, rows: Option<crate::rows::Rows>) -> Self {
         // At most half the cores hash at once (at least one, at most four): logins wait
         // rather than take every core from the requests being served.
         let permits = std::thread::available_parallelism()
             .map_or(1, |n| n.get() / 2)
             .clamp(1, 4);
-        Ok(Self {
+        Self {
             path,
             users: RwLock::new(users),
+            rows,
             hashing: Arc::new(Semaphore::new(permits)),
-        })
+        }
     }
 
     /// Every user, in the order they were created.
@@ -407,6 +440,11 @@ impl Users {
         current: &mut Vec<StoredUser>,
         next: Vec<StoredUser>,
     ) -> Result<(), StoreError> {
+        if let Some(rows) = &self.rows {
+            rows.save(next.iter().map(|u| (u.key.as_str().to_owned(), u)))?;
+            *current = next;
+            return Ok(());
+        }
         let io = |source| StoreError::Io {
             path: self.path.clone(),
             source,

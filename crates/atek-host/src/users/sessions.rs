@@ -132,6 +132,20 @@ struct StoredSession {
     expires_at: u64,
 }
 
+/// The server database's table of sessions.
+pub const SESSION_TABLE: &str = "atek.cloud/user-session";
+
+fn read_file(path: &Path) -> Result<Vec<StoredSession>, StoreError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(parse(path, &bytes)?.sessions),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct SessionsFile {
     version: u32,
@@ -149,6 +163,8 @@ struct Bind {
 /// The sessions store. Share it behind an `Arc`; adding and revoking write the file through.
 pub struct Sessions {
     path: PathBuf,
+    /// The server database's table `atek.cloud/user-session`; None: the file.
+    rows: Option<crate::rows::Rows>,
     ttl: Duration,
     sessions: RwLock<HashMap<Digest, Session>>,
     /// Held while writing the file, so writes happen in the order their snapshots were taken.
@@ -179,11 +195,40 @@ impl Sessions {
 
     fn open_at(state_dir: &Path, ttl: Duration, now: u64) -> Result<Self, StoreError> {
         let path = state_dir.join("sessions.json");
-        let stored = match std::fs::read(&path) {
-            Ok(bytes) => parse(&path, &bytes)?.sessions,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(StoreError::Io { path, source }),
+        let stored = read_file(&path)?;
+        Self::from_stored(path, None, stored, ttl, now)
+    }
+
+    /// Opens the sessions in the server database `db` (table `atek.cloud/user-session`, one
+    /// row per session, keyed by the blake3 hash of its token: never the token), moving
+    /// those of an older `sessions.json` under `state_dir` there first.
+    pub fn open_in(db: &atek_db::Db, state_dir: &Path, ttl: Duration) -> Result<Self, StoreError> {
+        let path = state_dir.join("sessions.json");
+        let rows = crate::rows::Rows::open(db, SESSION_TABLE)?;
+        let (stored, migrated) = if rows.is_empty() && path.exists() {
+            (read_file(&path)?, true)
+        } else {
+            (rows.load()?, false)
         };
+        let sessions = Self::from_stored(path.clone(), Some(rows), stored, ttl, unix_now())?;
+        if migrated {
+            sessions.persist()?;
+            crate::rows::retire(&path)?;
+            tracing::info!(file = %path.display(), "moved the sessions into the server database");
+        } else {
+            // Sessions dropped while loading (expired, orphaned) go from the table too.
+            sessions.persist()?;
+        }
+        Ok(sessions)
+    }
+
+    fn from_stored(
+        path: PathBuf,
+        rows: Option<crate::rows::Rows>,
+        stored: Vec<StoredSession>,
+        ttl: Duration,
+        now: u64,
+    ) -> Result<Self, StoreError> {
         let ttl_secs = secs(ttl);
         let mut sessions = HashMap::with_capacity(stored.len());
         for (i, s) in stored.into_iter().enumerate() {
@@ -228,6 +273,7 @@ impl Sessions {
         sessions.retain(|_, s| s.valid(now));
         Ok(Self {
             path,
+            rows,
             ttl,
             sessions: RwLock::new(sessions),
             writing: Mutex::new(()),
@@ -445,6 +491,9 @@ impl Sessions {
                 sessions: stored,
             }
         };
+        if let Some(rows) = &self.rows {
+            return rows.save(file.sessions.iter().map(|s| (s.token_hash.clone(), s)));
+        }
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| io(e.into()))?;
         crate::fsutil::write_atomic(&self.path, &bytes, 0o600).map_err(io)
     }
