@@ -69,6 +69,9 @@ enum Command {
     Moduser(commands::users::ModArgs),
     /// Delete a user (their services stay installed).
     Deluser(commands::users::DelArgs),
+    /// Look into the home's databases (ADB): list, read, write, follow changes.
+    #[command(subcommand)]
+    Db(commands::db::DbCommand),
 }
 
 fn main() -> ExitCode {
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
             Command::Mkuser(args) => users::mkuser(config_dir, args).await,
             Command::Moduser(args) => users::moduser(config_dir, args).await,
             Command::Deluser(args) => users::deluser(config_dir, args).await,
+            Command::Db(command) => commands::db::run(config_dir, command).await,
         }
     });
     match result {

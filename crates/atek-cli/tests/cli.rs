@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::{TestHost, atek, run, text, write_config};
 
-const SUBCOMMANDS: [&str; 15] = [
+const SUBCOMMANDS: [&str; 16] = [
     "run",
     "install",
     "uninstall",
@@ -25,6 +25,7 @@ const SUBCOMMANDS: [&str; 15] = [
     "mkuser",
     "moduser",
     "deluser",
+    "db",
 ];
 
 /// A service written in Python (exec runtime) that answers HEAD / and GET /.
@@ -65,6 +66,13 @@ fn every_command_has_help() {
         let out = run(atek(dir.path()).args([sub, "--help"]));
         assert!(out.status.success(), "{sub} --help: {}", text(&out));
         assert!(text(&out).contains("Usage: atek"), "{sub} --help");
+    }
+    for sub in [
+        "ls", "server", "create", "info", "list", "get", "put", "rm", "changes",
+    ] {
+        let out = run(atek(dir.path()).args(["db", sub, "--help"]));
+        assert!(out.status.success(), "db {sub} --help: {}", text(&out));
+        assert!(text(&out).contains("Usage: atek db"), "db {sub} --help");
     }
 }
 
@@ -289,4 +297,101 @@ fn a_relative_config_dir_works() {
         .current_dir(root.path()));
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("py-app (active)"), "{}", text(&out));
+}
+
+#[test]
+fn databases_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    let _host = TestHost::start(dir.path());
+
+    let out = run(atek(dir.path()).args(["db", "server"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let server = text(&out).trim().to_owned();
+    assert_eq!(server.len(), 64, "{server}");
+
+    let out = run(atek(dir.path()).args(["db", "create", "--alias", "notes"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let db = text(&out).trim().to_owned();
+    assert_eq!(db.len(), 64, "{db}");
+
+    let out = run(atek(dir.path()).args([
+        "db",
+        "put",
+        &db,
+        "/example.com/notes/n1",
+        r#"{"text":"hi"}"#,
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Wrote /example.com/notes/n1"),
+        "{}",
+        text(&out)
+    );
+    let out = run_with_stdin(
+        atek(dir.path()).args(["db", "put", &db, "/example.com/notes/n2", "-"]),
+        r#"{"text":"from stdin"}"#,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = run(atek(dir.path()).args(["db", "get", &db, "/example.com/notes/n2", "--json"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let record: serde_json::Value = serde_json::from_str(&text(&out)).unwrap();
+    assert_eq!(record["value"]["text"], "from stdin");
+    assert_eq!(record["url"], format!("hyper://{db}/example.com/notes/n2"));
+
+    let out = run(atek(dir.path()).args([
+        "db",
+        "list",
+        &db,
+        "/example.com",
+        "--reverse",
+        "--limit",
+        "1",
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).starts_with("/example.com/notes/n2\t"),
+        "{}",
+        text(&out)
+    );
+
+    let out = run(atek(dir.path()).args(["db", "rm", &db, "/example.com/notes/n1"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(atek(dir.path()).args(["db", "changes", &db]));
+    assert!(out.status.success(), "{}", text(&out));
+    let changes = text(&out);
+    let lines: Vec<&str> = changes.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", text(&out));
+    assert!(
+        lines[2].contains("delete") && lines[2].contains("/example.com/notes/n1"),
+        "{}",
+        text(&out)
+    );
+
+    let out = run(atek(dir.path()).args(["db", "ls", "--json"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let dbs: serde_json::Value = serde_json::from_str(&text(&out)).unwrap();
+    let ids: Vec<&str> = dbs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["dbId"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&server.as_str()) && ids.contains(&db.as_str()),
+        "{ids:?}"
+    );
+
+    // Bad input: not JSON, not an object, a missing record, a bad path: clear errors, exit 1.
+    for (args, expect) in [
+        (vec!["db", "put", &db, "/a/b", "{oops"], "not JSON"),
+        (vec!["db", "put", &db, "/a/b", "[1]"], "JSON object"),
+        (vec!["db", "get", &db, "/a/missing"], "Not found: a,missing"),
+        (vec!["db", "get", "nope", "/a"], "nope"),
+    ] {
+        let out = run(atek(dir.path()).args(&args));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(expect), "{args:?}: {}", text(&out));
+    }
 }

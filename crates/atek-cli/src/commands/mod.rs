@@ -1,6 +1,7 @@
 //! One module per subcommand, each with a `run()`.
 
 pub(crate) mod cfg;
+pub(crate) mod db;
 pub(crate) mod get;
 pub(crate) mod install;
 pub(crate) mod logs;
