@@ -461,7 +461,9 @@ impl Writer {
                     }
                     Msg::Close { reply } => {
                         self.flush(std::mem::take(&mut pending));
-                        let result = self.view.sync(self.applied);
+                        let result = self.view.sync(self.applied).and_then(|()| {
+                            self.journal.close().map_err(DbError::Journal)
+                        });
                         drop(self);
                         let _ = reply.send(result);
                         return;

@@ -44,6 +44,10 @@ pub trait Journal: Send + Sync + fmt::Debug + 'static {
     fn append(&self, entries: Vec<Vec<u8>>) -> Result<Range<u64>, JournalError>;
     /// Entry `index`.
     fn read(&self, index: u64) -> Result<Vec<u8>, JournalError>;
+    /// Releases the log (its files and lock), once the database is closed.
+    fn close(&self) -> Result<(), JournalError> {
+        Ok(())
+    }
 }
 
 /// A journal in memory: entries vanish with the process.

@@ -6,12 +6,11 @@
 //! {dir}/{db id}/view.redb  the view: derived, rebuilt from the log when lost
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use atek_core::{DbId, Keyfile, SecretKey};
 use atek_log::Log;
@@ -63,18 +62,33 @@ impl Journal for LogJournal {
     }
 
     fn append(&self, entries: Vec<Vec<u8>>) -> Result<Range<u64>, JournalError> {
-        futures_executor::block_on(self.log.append_batch(entries)).map_err(journal_error)
+        wait(self.log.append_batch(entries)).map_err(journal_error)
     }
 
     fn read(&self, index: u64) -> Result<Vec<u8>, JournalError> {
-        futures_executor::block_on(self.log.get(index)).map_err(journal_error)
+        wait(self.log.get(index)).map_err(journal_error)
+    }
+
+    fn close(&self) -> Result<(), JournalError> {
+        wait(self.log.close()).map_err(journal_error)
     }
 }
 
-/// Databases in a folder, one subfolder each.
+/// Waits for a future of the log's writer thread on this thread.
+///
+/// `unconstrained`: the log's channels are tokio's, which count against the current task's
+/// cooperative budget when this runs on a tokio thread (a database opened or read from a
+/// request). `block_on` never yields back to tokio, so a spent budget would make every poll
+/// pending forever.
+fn wait<F: std::future::Future>(future: F) -> F::Output {
+    futures_executor::block_on(tokio::task::unconstrained(future))
+}
+
+/// Databases in a folder, one subfolder each. A log opened here is locked until it is
+/// closed ([`Journal::close`]); opening it again meanwhile fails, so open each database
+/// once ([`crate::Adb`] keeps the open ones).
 pub struct LogStore {
     dir: PathBuf,
-    open: Mutex<HashMap<DbId, LogJournal>>,
 }
 
 impl fmt::Debug for LogStore {
@@ -88,10 +102,7 @@ impl LogStore {
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, DbError> {
         let dir = dir.into();
         make_private_dir(&dir)?;
-        Ok(Self {
-            dir,
-            open: Mutex::default(),
-        })
+        Ok(Self { dir })
     }
 
     fn db_dir(&self, id: DbId) -> PathBuf {
@@ -110,19 +121,10 @@ impl Store for LogStore {
             Keyfile::new(key.clone()).to_json().as_bytes(),
         )?;
         let log = Log::create(dir.join("log"), key).map_err(|e| log_failed(&dir, e))?;
-        let journal = LogJournal::new(log);
-        self.open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, journal.clone());
-        Ok(Arc::new(journal))
+        Ok(Arc::new(LogJournal::new(log)))
     }
 
     fn open(&self, id: DbId) -> Result<Option<Arc<dyn Journal>>, DbError> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(journal) = open.get(&id) {
-            return Ok(Some(Arc::new(journal.clone())));
-        }
         let dir = self.db_dir(id);
         let key_file = dir.join("key");
         let text = match std::fs::read_to_string(&key_file) {
@@ -141,9 +143,7 @@ impl Store for LogStore {
         })?;
         let log = Log::open(dir.join("log"), keyfile.into_secret_key())
             .map_err(|e| log_failed(&dir, e))?;
-        let journal = LogJournal::new(log);
-        open.insert(id, journal.clone());
-        Ok(Some(Arc::new(journal)))
+        Ok(Some(Arc::new(LogJournal::new(log))))
     }
 
     fn view(&self, id: DbId) -> ViewLocation {

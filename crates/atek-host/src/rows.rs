@@ -21,12 +21,22 @@ use serde_json::{Value, json};
 use crate::store::StoreError;
 
 /// A table of the host's records in the server database.
-#[derive(Debug)]
 pub(crate) struct Rows {
     db: Db,
     table: &'static str,
     /// What the database holds, as last written or read: key → row.
     saved: Mutex<BTreeMap<String, Value>>,
+}
+
+impl std::fmt::Debug for Rows {
+    /// The table and a count: rows hold password hashes and session hashes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows = self.saved.try_lock().map(|s| s.len()).ok();
+        f.debug_struct("Rows")
+            .field("table", &self.table)
+            .field("rows", &rows)
+            .finish()
+    }
 }
 
 impl Rows {
@@ -96,7 +106,9 @@ impl Rows {
             });
         }
         if !ops.is_empty() {
-            futures_executor::block_on(self.db.write_batch(ops))
+            // `unconstrained`: ADB's channels are tokio's and count against the calling task's
+            // budget, which `block_on` never lets tokio refill.
+            futures_executor::block_on(tokio::task::unconstrained(self.db.write_batch(ops)))
                 .map_err(|e| failed(self.table, e))?;
         }
         *saved = next;
