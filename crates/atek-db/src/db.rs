@@ -117,6 +117,7 @@ impl Db {
             view: view.clone(),
             journal: journal.clone(),
             applied,
+            broken: None,
             applied_tx,
             synced: applied,
             last_sync: Instant::now(),
@@ -426,6 +427,9 @@ struct Writer {
     view: Arc<View>,
     journal: Arc<dyn Journal>,
     applied: u64,
+    /// Set when the view could not take what the log holds: writes are refused from then
+    /// on (the log is the truth; the view catches up on the next open).
+    broken: Option<String>,
     applied_tx: watch::Sender<u64>,
     synced: u64,
     last_sync: Instant,
@@ -461,9 +465,10 @@ impl Writer {
                     }
                     Msg::Close { reply } => {
                         self.flush(std::mem::take(&mut pending));
-                        let result = self.view.sync(self.applied).and_then(|()| {
-                            self.journal.close().map_err(DbError::Journal)
-                        });
+                        let result = self
+                            .view
+                            .sync(self.applied)
+                            .and_then(|()| self.journal.close().map_err(DbError::Journal));
                         drop(self);
                         let _ = reply.send(result);
                         return;
@@ -510,34 +515,80 @@ impl Writer {
                 }
             }
             Err(e) => {
-                let message = e.to_string();
-                tracing::warn!(error = %message, "a group of writes failed");
+                tracing::warn!(error = %e, "a group of writes failed");
                 for reply in replies {
-                    let _ = reply.send(Err(DbError::Journal(crate::journal::JournalError::new(
-                        message.clone(),
-                    ))));
+                    let each = match &e {
+                        DbError::Broken { reason } => DbError::Broken {
+                            reason: reason.clone(),
+                        },
+                        other => {
+                            DbError::Journal(crate::journal::JournalError::new(other.to_string()))
+                        }
+                    };
+                    let _ = reply.send(Err(each));
                 }
             }
         }
     }
 
     fn commit(&mut self, ops: Vec<Op>, entries: Vec<Vec<u8>>) -> Result<u64, DbError> {
-        let range = self.journal.append(entries).map_err(DbError::Journal)?;
-        if range.start != self.applied {
-            return Err(DbError::Entry {
-                seq: range.start,
-                reason: format!(
-                    "the log grew behind ADB's back (expected index {}); reopen the database",
-                    self.applied
-                ),
+        if let Some(reason) = &self.broken {
+            return Err(DbError::Broken {
+                reason: reason.clone(),
             });
         }
+        // Never append behind a view that lags the log: the answers would be wrong.
+        if self.journal.len() != self.applied {
+            self.catch_up()?;
+        }
+        let range = self.journal.append(entries).map_err(DbError::Journal)?;
         let numbered: Vec<(u64, Op)> = range.clone().zip(ops).collect();
-        self.view
-            .apply(&numbered, range.end, redb::Durability::None)?;
+        let applied = if range.start == self.applied {
+            self.view
+                .apply(&numbered, range.end, redb::Durability::None)
+        } else {
+            Err(DbError::Entry {
+                seq: range.start,
+                reason: format!(
+                    "the log grew elsewhere (ADB expected index {})",
+                    self.applied
+                ),
+            })
+        };
+        if let Err(e) = applied {
+            // The entries are durable in the log, so the writes happened: only the view
+            // failed. Try once to bring it up to the log; failing that, refuse writes.
+            if self.catch_up().is_err() {
+                let reason = format!(
+                    "its view could not take entries {}..{} that are safe in its log ({e}); they show after the host restarts",
+                    range.start, range.end
+                );
+                tracing::error!(reason, "ADB database stopped taking writes");
+                self.broken = Some(reason.clone());
+                return Err(DbError::Broken { reason });
+            }
+        }
         self.applied = range.end;
         self.applied_tx.send_replace(range.end);
         Ok(range.start)
+    }
+
+    /// Applies what the log holds beyond the view.
+    fn catch_up(&mut self) -> Result<(), DbError> {
+        let len = self.journal.len();
+        let mut ops = Vec::new();
+        for seq in self.applied..len {
+            let bytes = self.journal.read(seq).map_err(DbError::Journal)?;
+            let op = Op::decode(&bytes).map_err(|e| DbError::Entry {
+                seq,
+                reason: e.to_string(),
+            })?;
+            ops.push((seq, op));
+        }
+        self.view.apply(&ops, len, redb::Durability::None)?;
+        self.applied = len;
+        self.applied_tx.send_replace(len);
+        Ok(())
     }
 
     fn define(&mut self, def: TableDef) -> Result<Defined, DbError> {

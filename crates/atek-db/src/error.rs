@@ -73,6 +73,12 @@ pub enum DbError {
         /// The error.
         source: std::io::Error,
     },
+    /// The database stopped taking writes after its view failed (see the reason).
+    #[error("this database takes no more writes: {reason}")]
+    Broken {
+        /// What failed, and that nothing acknowledged is lost.
+        reason: String,
+    },
     /// The database was closed.
     #[error("the database is closed")]
     Closed,

@@ -155,6 +155,13 @@ impl View {
         applied: u64,
         durability: redb::Durability,
     ) -> Result<(), DbError> {
+        // Definitions made by these entries: seen by the later entries at once, by readers
+        // only once the transaction is committed.
+        let mut defined: HashMap<String, Arc<Table>> = HashMap::new();
+        let table_of = |defined: &HashMap<String, Arc<Table>>, path: &RecordPath| {
+            let id = path.table_id()?;
+            defined.get(&id).cloned().or_else(|| self.table(&id))
+        };
         let mut txn = self.db.begin_write().map_err(view_error)?;
         txn.set_durability(durability).map_err(view_error)?;
         {
@@ -170,7 +177,7 @@ impl View {
                             .get(key.as_slice())
                             .map_err(view_error)?
                             .map(|g| g.value().to_vec());
-                        let table = self.table_of(path);
+                        let table = table_of(&defined, path);
                         if let Some(table) = &table {
                             if let Some(old) = old.as_deref().and_then(|o| decode(o).ok()) {
                                 unindex(&mut index, table, &key, &old.1)?;
@@ -195,12 +202,10 @@ impl View {
                         }
                     }
                     Op::DefineTable(def) => {
-                        let current = self
-                            .tables
-                            .read()
-                            .unwrap_or_else(PoisonError::into_inner)
+                        let current = defined
                             .get(&def.id)
-                            .cloned();
+                            .cloned()
+                            .or_else(|| self.table(&def.id));
                         if current
                             .as_ref()
                             .is_some_and(|c| c.def().revision >= def.revision)
@@ -225,10 +230,7 @@ impl View {
                         {
                             rebuild_indexes(&records, &mut index, &table)?;
                         }
-                        self.tables
-                            .write()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(def.id.clone(), table);
+                        defined.insert(def.id.clone(), table);
                     }
                 }
             }
@@ -236,6 +238,12 @@ impl View {
                 .map_err(view_error)?;
         }
         txn.commit().map_err(view_error)?;
+        if !defined.is_empty() {
+            self.tables
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(defined);
+        }
         Ok(())
     }
 

@@ -586,3 +586,31 @@ async fn batches_are_one_append_and_checked_like_single_writes() {
     assert!(db.get(&path("/free/c")).unwrap().is_none());
     assert_eq!(db.len(), 4);
 }
+
+/// A log that grew behind the view's back (written by another process, or a view that
+/// fell behind after an error) is applied before the next write, never skipped.
+#[tokio::test]
+async fn a_view_behind_its_log_catches_up_before_writing() {
+    let journal = MemoryJournal::new();
+    let db = Db::open(Arc::new(journal.clone()), ViewLocation::Memory).unwrap();
+    db.put(&path("/a/1"), json!({"n": 1})).await.unwrap();
+    journal
+        .append(vec![
+            Op::Put {
+                path: path("/a/2"),
+                value: json!({"n": 2}),
+            }
+            .encode(),
+        ])
+        .unwrap();
+    let record = db.put(&path("/a/3"), json!({"n": 3})).await.unwrap();
+    assert_eq!(record.seq, 2);
+    let all: Vec<String> = db
+        .list(&path("/a"), &ListOpts::default())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    assert_eq!(all, ["1", "2", "3"]);
+    assert_eq!(db.len(), 3);
+}
