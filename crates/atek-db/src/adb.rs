@@ -88,6 +88,14 @@ impl Caller {
         }
     }
 
+    /// The owner of what this caller creates.
+    fn as_owner(&self) -> Owner {
+        Owner {
+            user_key: Some(self.user.clone()),
+            service_key: Some(self.service.clone()),
+        }
+    }
+
     fn privileged(&self) -> bool {
         self.admin || self.user == "system"
     }
@@ -214,6 +222,9 @@ pub struct Adb {
     store: Arc<dyn Store>,
     server: Db,
     open: Mutex<HashMap<DbId, Db>>,
+    /// Held while an alias is looked up and a database made for it, so two concurrent
+    /// `dbGetOrCreate` calls get one database.
+    creating: tokio::sync::Mutex<()>,
 }
 
 impl Adb {
@@ -221,9 +232,10 @@ impl Adb {
     /// Blocks while views catch up with their logs.
     pub fn open(store: Arc<dyn Store>, server: Option<DbId>) -> Result<Adb, DbError> {
         let journal = match server {
-            Some(id) => store.open(id)?.ok_or_else(|| DbError::Entry {
-                seq: 0,
-                reason: format!("the server database {id} is not stored here; check serverDbId"),
+            Some(id) => store.open(id)?.ok_or_else(|| DbError::Store {
+                reason: format!(
+                    "the server database {id} (serverDbId) is not stored here; restore the adb folder, or the config.json that goes with it"
+                ),
             })?,
             None => store.create()?,
         };
@@ -233,6 +245,7 @@ impl Adb {
             store,
             server,
             open: Mutex::default(),
+            creating: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -301,10 +314,7 @@ impl Adb {
 
     /// `dbCreate`: a new database owned by the caller.
     pub async fn create(&self, caller: &Caller, config: DbConfig) -> Result<DbInfo, AdbError> {
-        let owner = Owner {
-            user_key: Some(caller.user.clone()),
-            service_key: Some(caller.service.clone()),
-        };
+        let owner = caller.as_owner();
         self.create_owned(owner, config.alias, config.access.unwrap_or_default())
             .await
     }
@@ -315,11 +325,10 @@ impl Adb {
         caller: &Caller,
         config: DbAdminConfig,
     ) -> Result<DbInfo, AdbError> {
-        let owner = config.owner.unwrap_or_else(|| Owner {
-            user_key: Some(caller.user.clone()),
-            service_key: Some(caller.service.clone()),
-        });
-        if !caller.privileged() && owner.user_key.as_deref() != Some(caller.user.as_str()) {
+        let owner = config.owner.unwrap_or_else(|| caller.as_owner());
+        if !caller.privileged() && !caller.owns(&owner) {
+            // Only the host knows which services a user owns: a user gives a database only
+            // to themselves through the service they call with.
             return Err(AdbError::NotAuthorized);
         }
         self.create_owned(owner, config.alias, config.access.unwrap_or_default())
@@ -332,13 +341,12 @@ impl Adb {
         alias: Option<String>,
         access: Access,
     ) -> Result<DbInfo, AdbError> {
+        let _creating = self.creating.lock().await;
         if let Some(alias) = &alias {
             check_alias(alias)?;
-            if let Some(service) = &owner.service_key
-                && self.find_alias(service, alias)?.is_some()
-            {
+            if self.find_alias(&owner, alias)?.is_some() {
                 return Err(AdbError::BadInput(format!(
-                    "the alias {alias:?} is already used by another database of this service"
+                    "the alias {alias:?} is already used by another database of this owner"
                 )));
             }
         }
@@ -357,7 +365,7 @@ impl Adb {
             created_at: now(),
         };
         self.save(&record).await?;
-        Ok(self.info(id, Some(record)))
+        Ok(self.info(None, id, Some(record)))
     }
 
     /// `dbGetOrCreate`: the caller's database with this alias, made if missing.
@@ -368,18 +376,36 @@ impl Adb {
         config: DbConfig,
     ) -> Result<DbInfo, AdbError> {
         check_alias(alias)?;
-        if let Some(record) = self.find_alias(&caller.service, alias)? {
-            let id = parse_id(&record.db_id)?;
-            return Ok(self.info(id, Some(record)));
+        let owner = caller.as_owner();
+        {
+            let _creating = self.creating.lock().await;
+            if let Some(record) = self.find_alias(&owner, alias)? {
+                let id = parse_id(&record.db_id)?;
+                return Ok(self.info(Some(caller), id, Some(record)));
+            }
         }
-        self.create(
-            caller,
-            DbConfig {
-                alias: Some(alias.to_owned()),
-                access: config.access,
-            },
-        )
-        .await
+        // Another call may have made it between the lock above and the one in
+        // create_owned; that one reports the alias as taken, so look again.
+        match self
+            .create_owned(
+                owner.clone(),
+                Some(alias.to_owned()),
+                config.access.unwrap_or_default(),
+            )
+            .await
+        {
+            Err(AdbError::BadInput(_)) => {
+                let record = self
+                    .find_alias(&owner, alias)?
+                    .ok_or_else(|| AdbError::NoDatabase(alias.to_owned()))?;
+                let id = parse_id(&record.db_id)?;
+                Ok(self.info(Some(caller), id, Some(record)))
+            }
+            other => other.map(|info| DbInfo {
+                writable: true,
+                ..info
+            }),
+        }
     }
 
     /// The database an id (64 hex, or `hyper://` URL) or an alias of the caller's service
@@ -391,7 +417,7 @@ impl Adb {
         if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return parse_id(text);
         }
-        match self.find_alias(&caller.service, id_or_alias)? {
+        match self.find_alias(&caller.as_owner(), id_or_alias)? {
             Some(record) => parse_id(&record.db_id),
             None => Err(AdbError::NoDatabase(id_or_alias.to_owned())),
         }
@@ -403,7 +429,7 @@ impl Adb {
         if !self.can_read(caller, id, record.as_ref()) {
             return Err(AdbError::NotAuthorized);
         }
-        Ok(self.info(id, record))
+        Ok(self.info(Some(caller), id, record))
     }
 
     /// `dbConfigure` / `adminEditDbConfig`: changes alias, access or owner.
@@ -420,13 +446,22 @@ impl Adb {
             return Err(AdbError::NotAuthorized);
         }
         if let Some(owner) = config.owner {
-            if !caller.privileged() && owner.user_key.as_deref() != Some(caller.user.as_str()) {
+            if !caller.privileged() && !caller.owns(&owner) {
                 return Err(AdbError::NotAuthorized);
             }
             record.owner = owner;
         }
+        let _creating = self.creating.lock().await;
         if let Some(alias) = config.alias {
             check_alias(&alias)?;
+            if self
+                .find_alias(&record.owner, &alias)?
+                .is_some_and(|other| other.db_id != record.db_id)
+            {
+                return Err(AdbError::BadInput(format!(
+                    "the alias {alias:?} is already used by another database of this owner"
+                )));
+            }
             record.alias = Some(alias);
         }
         if let Some(access) = config.access {
@@ -457,7 +492,7 @@ impl Adb {
                 ..Default::default()
             },
         )?;
-        self.infos(records.into_iter().map(|r| r.value), |r| {
+        self.infos(caller, records.into_iter().map(|r| r.value), |r| {
             r.owner.user_key.as_deref() == Some(caller.user.as_str())
         })
     }
@@ -470,13 +505,13 @@ impl Adb {
         }
         let mut out = Vec::new();
         if user == "system" {
-            out.push(self.info(self.server.id(), None));
+            out.push(self.info(Some(caller), self.server.id(), None));
         }
         let all = self.server.list(
             &RecordPath::parse(DATABASE_TABLE).map_err(DbError::from)?,
             &ListOpts::default(),
         )?;
-        out.extend(self.infos(all.into_iter().map(|r| r.value), |r| {
+        out.extend(self.infos(caller, all.into_iter().map(|r| r.value), |r| {
             r.owner.user_key.as_deref() == Some(user)
         })?);
         Ok(out)
@@ -492,21 +527,28 @@ impl Adb {
             .ok_or_else(|| AdbError::NoDatabase(id.to_string()))
     }
 
-    /// A database the caller may write.
+    /// A database the caller may write. Nobody writes the server database through here:
+    /// it holds the host's own records, which only the host changes.
     pub fn for_write(&self, caller: &Caller, id: DbId) -> Result<Db, AdbError> {
+        if id == self.server.id() {
+            return Err(if caller.privileged() {
+                AdbError::BadInput(
+                    "the server database holds the host's own records (services, users, sessions); only the host writes it".into(),
+                )
+            } else {
+                AdbError::NotAuthorized
+            });
+        }
         let record = self.record(id)?;
-        let allowed = if id == self.server.id() {
-            caller.privileged()
-        } else {
-            caller.privileged() || record.as_ref().is_some_and(|r| caller.owns(&r.owner))
-        };
-        if !allowed {
+        if !self.can_write(caller, id, record.as_ref()) {
             return Err(AdbError::NotAuthorized);
         }
         self.db(id)?
             .ok_or_else(|| AdbError::NoDatabase(id.to_string()))
     }
 
+    /// A database this home holds without a record (one whose record was deleted) is the
+    /// host's and admins' alone, as the server database is.
     fn can_read(&self, caller: &Caller, id: DbId, record: Option<&DbRecord>) -> bool {
         if caller.privileged() {
             return true;
@@ -514,14 +556,21 @@ impl Adb {
         if id == self.server.id() {
             return false;
         }
-        match record {
-            None => true,
-            Some(r) => r.access == Access::Public || caller.owns(&r.owner),
-        }
+        record.is_some_and(|r| r.access == Access::Public || caller.owns(&r.owner))
     }
 
-    fn info(&self, id: DbId, record: Option<DbRecord>) -> DbInfo {
-        let writable = self.db(id).ok().flatten().is_some_and(|db| db.writable());
+    fn can_write(&self, caller: &Caller, id: DbId, record: Option<&DbRecord>) -> bool {
+        if id == self.server.id() {
+            return false;
+        }
+        caller.privileged() || record.is_some_and(|r| caller.owns(&r.owner))
+    }
+
+    /// What `caller` (None: the owner, just now) is told of a database: `writable` says
+    /// whether they may write it here.
+    fn info(&self, caller: Option<&Caller>, id: DbId, record: Option<DbRecord>) -> DbInfo {
+        let writable = caller.is_none_or(|c| self.can_write(c, id, record.as_ref()))
+            && self.db(id).ok().flatten().is_some_and(|db| db.writable());
         DbInfo {
             db_id: id.to_string(),
             writable,
@@ -535,6 +584,7 @@ impl Adb {
 
     fn infos(
         &self,
+        caller: &Caller,
         values: impl Iterator<Item = Value>,
         keep: impl Fn(&DbRecord) -> bool,
     ) -> Result<Vec<DbInfo>, AdbError> {
@@ -547,24 +597,28 @@ impl Adb {
                 continue;
             }
             let id = parse_id(&record.db_id)?;
-            out.push(self.info(id, Some(record)));
+            out.push(self.info(Some(caller), id, Some(record)));
         }
         Ok(out)
     }
 
-    fn find_alias(&self, service: &str, alias: &str) -> Result<Option<DbRecord>, AdbError> {
+    /// The database of `owner` (user and service) with this alias.
+    fn find_alias(&self, owner: &Owner, alias: &str) -> Result<Option<DbRecord>, AdbError> {
+        let Some(service) = &owner.service_key else {
+            return Ok(None);
+        };
         let records = self.server.query(
             DATABASE_TABLE,
             &IndexQuery {
                 index: "ownerService".into(),
-                eq: Some(Value::String(service.to_owned())),
+                eq: Some(Value::String(service.clone())),
                 ..Default::default()
             },
         )?;
         Ok(records
             .into_iter()
             .filter_map(|r| serde_json::from_value::<DbRecord>(r.value).ok())
-            .find(|r| r.alias.as_deref() == Some(alias)))
+            .find(|r| r.owner == *owner && r.alias.as_deref() == Some(alias)))
     }
 
     async fn save(&self, record: &DbRecord) -> Result<(), AdbError> {

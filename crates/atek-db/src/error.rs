@@ -79,6 +79,12 @@ pub enum DbError {
         /// What failed, and that nothing acknowledged is lost.
         reason: String,
     },
+    /// The store of databases is missing something it needs (see the reason).
+    #[error("{reason}")]
+    Store {
+        /// What, and what to do.
+        reason: String,
+    },
     /// The database was closed.
     #[error("the database is closed")]
     Closed,

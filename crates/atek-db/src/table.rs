@@ -282,9 +282,10 @@ fn template_pointers(template: &str) -> Result<Vec<&str>, String> {
 }
 
 /// Encodes a scalar so that byte order is value order: false < true < numbers < strings.
-/// Strings end with 0x00 and escape their own 0x00 as 0x00 0xFF, so a value is
-/// self-delimiting and a record key can follow it. Objects, arrays, null and overlong
-/// strings are not indexed.
+/// Strings escape their own 0x00 as 0x00 0xFF and end with 0x00 0x01, so no value's
+/// encoding is a prefix of another's and a record key (UTF-8: never 0xFF) can follow it.
+/// Numbers compare as doubles, so integers beyond 2^53 may share an encoding: lookups check
+/// each hit against the record. Objects, arrays, null and overlong strings are not indexed.
 pub(crate) fn encode_index_value(value: &Value) -> Option<Vec<u8>> {
     match value {
         Value::Bool(b) => Some(vec![0x10, u8::from(*b)]),
@@ -309,7 +310,7 @@ pub(crate) fn encode_index_value(value: &Value) -> Option<Vec<u8>> {
                     out.push(0xFF);
                 }
             }
-            out.push(0);
+            out.extend_from_slice(&[0, 1]);
             Some(out)
         }
         _ => None,
@@ -415,6 +416,7 @@ mod tests {
             json!(""),
             json!("a"),
             json!("a\u{0}"),
+            json!("a\u{0}\u{0}"),
             json!("a\u{0}b"),
             json!("ab"),
             json!("b"),
@@ -425,6 +427,12 @@ mod tests {
             .collect();
         for pair in encoded.windows(2) {
             assert!(pair[0] < pair[1], "{pair:?}");
+        }
+        // No encoding is a prefix of another's (an equality lookup is a prefix scan).
+        for (i, a) in encoded.iter().enumerate() {
+            for (j, b) in encoded.iter().enumerate() {
+                assert!(i == j || !b.starts_with(a), "{a:?} is a prefix of {b:?}");
+            }
         }
         assert!(encode_index_value(&json!(null)).is_none());
         assert!(encode_index_value(&json!({"a": 1})).is_none());

@@ -26,7 +26,7 @@ use crate::path::RecordPath;
 use crate::table::{Table, TableDef, encode_index_value};
 
 /// The view's layout version; a view of another version is rebuilt.
-pub const VIEW_FORMAT: u32 = 1;
+pub const VIEW_FORMAT: u32 = 2;
 
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const RECORDS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("records");
@@ -368,6 +368,18 @@ impl View {
                 reason: "a record key in the index is not UTF-8".into(),
             })?;
             let (seq, value) = decode(found.value())?;
+            // Numbers compare as doubles in the index: make sure an equality hit really is.
+            if let Some(eq) = &q.eq {
+                let def = table.def().indexes.iter().find(|i| i.name == q.index);
+                let matches = def.is_some_and(|d| match value.pointer(&d.path) {
+                    Some(Value::Array(items)) => items.contains(eq),
+                    Some(v) => v == eq,
+                    None => false,
+                });
+                if !matches {
+                    return Ok(None);
+                }
+            }
             Ok(Some(Stored { path, seq, value }))
         })
     }

@@ -222,3 +222,134 @@ async fn forgetting_a_database_drops_its_record_only() {
     assert!(adb.record(id).unwrap().is_none());
     assert!(adb.list_for_service(&ann).unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_forgotten_database_is_no_longer_anyones_to_read() {
+    let adb = home().await;
+    let ann = caller("ann", "notes-app");
+    let info = adb
+        .create(
+            &ann,
+            DbConfig {
+                alias: None,
+                access: Some(Access::Private),
+            },
+        )
+        .await
+        .unwrap();
+    let id = adb.resolve(&ann, &info.db_id).unwrap();
+    adb.forget(&ann, id).await.unwrap();
+    for who in [&ann, &caller("bob", "x")] {
+        assert!(matches!(
+            adb.for_read(who, id),
+            Err(AdbError::NotAuthorized)
+        ));
+    }
+    assert!(adb.for_read(&Caller::system(), id).is_ok());
+}
+
+#[tokio::test]
+async fn aliases_belong_to_a_user_and_a_service_together() {
+    let adb = home().await;
+    // Browser sessions of two users call with the same service key.
+    let ann = caller("ann", "system");
+    let bob = caller("bob", "system");
+    let a = adb
+        .get_or_create(&ann, "notes", DbConfig::default())
+        .await
+        .unwrap();
+    let b = adb
+        .get_or_create(&bob, "notes", DbConfig::default())
+        .await
+        .unwrap();
+    assert_ne!(a.db_id, b.db_id);
+    assert!(matches!(adb.resolve(&bob, "notes"), Ok(id) if id.to_string() == b.db_id));
+    // A user cannot give a database to a service of theirs they do not call with, nor plant
+    // an alias in another service's name.
+    let mallory = caller("mallory", "mallory-app");
+    let planted = DbAdminConfig {
+        owner: Some(Owner {
+            user_key: Some("mallory".into()),
+            service_key: Some("victim-app".into()),
+        }),
+        alias: Some("main".into()),
+        access: None,
+    };
+    assert!(matches!(
+        adb.admin_create(&mallory, planted.clone()).await,
+        Err(AdbError::NotAuthorized)
+    ));
+    let own = adb.create(&mallory, DbConfig::default()).await.unwrap();
+    let own = adb.resolve(&mallory, &own.db_id).unwrap();
+    assert!(matches!(
+        adb.configure(&mallory, own, planted).await,
+        Err(AdbError::NotAuthorized)
+    ));
+    // Two databases of one owner cannot share an alias.
+    let first = adb
+        .get_or_create(&mallory, "one", DbConfig::default())
+        .await
+        .unwrap();
+    let _ = first;
+    assert!(matches!(
+        adb.configure(
+            &mallory,
+            own,
+            DbAdminConfig {
+                alias: Some("one".into()),
+                ..Default::default()
+            }
+        )
+        .await,
+        Err(AdbError::BadInput(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_get_or_create_makes_one_database() {
+    let adb = Arc::new(home().await);
+    let ann = caller("ann", "notes-app");
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let (adb, ann) = (adb.clone(), ann.clone());
+            tokio::spawn(async move {
+                adb.get_or_create(&ann, "main", DbConfig::default())
+                    .await
+                    .unwrap()
+                    .db_id
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for call in calls {
+        ids.push(call.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(adb.list_for_service(&ann).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn nobody_writes_the_server_database_through_adb() {
+    let adb = home().await;
+    let server = adb.server().id();
+    assert!(matches!(
+        adb.for_write(&Caller::system(), server),
+        Err(AdbError::BadInput(_))
+    ));
+    let admin = Caller {
+        admin: true,
+        ..caller("root", "cli")
+    };
+    assert!(matches!(
+        adb.for_write(&admin, server),
+        Err(AdbError::BadInput(_))
+    ));
+    assert!(adb.for_read(&admin, server).is_ok());
+    // Describing a database tells a reader who cannot write it so.
+    let ann = caller("ann", "notes-app");
+    let info = adb.create(&ann, DbConfig::default()).await.unwrap();
+    let id = adb.resolve(&ann, &info.db_id).unwrap();
+    assert!(adb.describe(&ann, id).unwrap().writable);
+    assert!(!adb.describe(&caller("bob", "x"), id).unwrap().writable);
+}

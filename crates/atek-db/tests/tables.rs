@@ -614,3 +614,43 @@ async fn a_view_behind_its_log_catches_up_before_writing() {
     assert_eq!(all, ["1", "2", "3"]);
     assert_eq!(db.len(), 3);
 }
+
+/// Equality lookups return exactly the records with that value: not a string that merely
+/// starts with it and a NUL, not a different integer beyond 2^53.
+#[tokio::test]
+async fn index_lookups_are_exact() {
+    let db = memory();
+    db.define_table(posts(1, json!({}), &[("name", "/name"), ("n", "/n")]))
+        .await
+        .unwrap();
+    db.put(
+        &path("/example.com/posts/a"),
+        json!({"name": "alice", "n": 9007199254740992u64}),
+    )
+    .await
+    .unwrap();
+    db.put(
+        &path("/example.com/posts/b"),
+        json!({"name": "alice\u{0}evil", "n": 9007199254740993u64}),
+    )
+    .await
+    .unwrap();
+    let keys = |index: &str, eq: Value| -> Vec<String> {
+        db.query(
+            "example.com/posts",
+            &IndexQuery {
+                index: index.into(),
+                eq: Some(eq),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r.key)
+        .collect()
+    };
+    assert_eq!(keys("name", json!("alice")), ["a"]);
+    assert_eq!(keys("name", json!("alice\u{0}evil")), ["b"]);
+    assert_eq!(keys("n", json!(9007199254740992u64)), ["a"]);
+    assert_eq!(keys("n", json!(9007199254740993u64)), ["b"]);
+}
