@@ -224,7 +224,7 @@ describe('adb-api', () => {
 
   test('everything acknowledged survives SIGKILL of the host, a restart, and a lost view', async () => {
     const first = await startHost()
-    let second, third
+    let second, third, fourth, fifth
     try {
       const sys = db(first.token, 'durable', undefined, first)
       const { dbId } = await sys.describe()
@@ -250,14 +250,35 @@ describe('adb-api', () => {
 
       // Views are derived: delete them all and they are rebuilt from the logs, same answers.
       const adbDir = path.join(first.dir, 'adb')
-      for (const name of fs.readdirSync(adbDir)) fs.rmSync(path.join(adbDir, name, 'view.redb'), { force: true })
+      for (const entry of fs.readdirSync(adbDir, { withFileTypes: true })) {
+        if (entry.isDirectory()) fs.rmSync(path.join(adbDir, entry.name, 'view.redb'), { force: true })
+      }
       third = await startHost({ configDir: first.dir })
       const rebuilt = await db(third.token, dbId, undefined, third).list('/example.com/items')
       assert.deepEqual(rebuilt.records, listed.records)
       const byN = await api(third.token, third).$rpc('recordQuery', [dbId, 'example.com/items', { index: 'n', gte: 48 }])
       assert.deepEqual(byN.records.map((r) => r.key), ['i48', 'i49'])
+      await third.stop()
+
+      // config.json lost serverDbId (replaced, edited by hand): the id kept beside the
+      // databases restores it, rather than starting an empty home.
+      const cfgPath = path.join(first.dir, 'config.json')
+      const cfg = JSON.parse(fs.readFileSync(cfgPath, 'utf8'))
+      delete cfg.serverDbId
+      fs.writeFileSync(cfgPath, JSON.stringify(cfg))
+      fourth = await startHost({ configDir: first.dir })
+      assert.equal((await api(fourth.token, fourth).getConfig()).serverDbId, serverDbId)
+      assert.equal((await db(fourth.token, dbId, undefined, fourth).list('/example.com/items')).records.length, 50)
+      await fourth.stop()
+
+      // A serverDbId that is not this folder's: the host refuses to start, and says why.
+      fs.writeFileSync(cfgPath, JSON.stringify({ ...cfg, serverDbId: dbId }))
+      await assert.rejects(
+        async () => { fifth = await startHost({ configDir: first.dir, readyTimeout: 10000 }) },
+        (err) => err.message.includes(`serverDbId in config.json (${dbId}) is not this folder's server database (${serverDbId})`) || assert.fail(err.message)
+      )
     } finally {
-      for (const h of [third, second, first]) await h?.cleanup()
+      for (const h of [fifth, fourth, third, second, first]) await h?.cleanup()
     }
   })
 })

@@ -665,7 +665,7 @@ async fn open_adb(
         dir: dir.clone(),
         reason,
     };
-    let server = match config
+    let configured = match config
         .server_db_id
         .as_deref()
         .map(str::parse::<atek_core::DbId>)
@@ -678,6 +678,28 @@ async fn open_adb(
             ));
         }
     };
+    // The id is also kept beside the databases, so a config.json that lost it (replaced,
+    // edited by hand) does not start an empty server database: no users, no services.
+    let marker = dir.join("server-db");
+    let recorded = match std::fs::read_to_string(&marker) {
+        Ok(text) => Some(text.trim().parse::<atek_core::DbId>().map_err(|_| {
+            fail(format!(
+                "{} is damaged: it should hold the server database's id (64 hex digits, the name of one of the folders beside it)",
+                marker.display()
+            ))
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(fail(format!("{}: {e}", marker.display()))),
+    };
+    let server = match (configured, recorded) {
+        (Some(c), Some(r)) if c != r => {
+            return Err(fail(format!(
+                "serverDbId in config.json ({c}) is not this folder's server database ({r}); restore the config.json that goes with it, or set serverDbId to {r}"
+            )));
+        }
+        (Some(id), _) | (None, Some(id)) => Some(id),
+        (None, None) => None,
+    };
     let opened = tokio::task::spawn_blocking({
         let dir = dir.clone();
         move || {
@@ -688,10 +710,19 @@ async fn open_adb(
     .await
     .map_err(|e| fail(e.to_string()))?
     .map_err(|e| fail(e.to_string()))?;
+    let id = opened.server().id();
+    if recorded.is_none() {
+        crate::fsutil::write_atomic(&marker, format!("{id}\n").as_bytes(), 0o600)
+            .map_err(|e| fail(format!("{}: {e}", marker.display())))?;
+    }
     if config.server_db_id.is_none() {
-        config.server_db_id = Some(opened.server().id().to_string());
+        config.server_db_id = Some(id.to_string());
         config.save(config_file)?;
-        tracing::info!(id = %opened.server().id(), "created the server database");
+        if server.is_none() {
+            tracing::info!(%id, "created the server database");
+        } else {
+            tracing::info!(%id, "serverDbId was missing from config.json: restored it from adb/server-db");
+        }
     }
     opened.init().await.map_err(|e| fail(e.to_string()))?;
     Ok(Arc::new(opened))

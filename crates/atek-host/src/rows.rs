@@ -1,4 +1,5 @@
-//! The host's records as rows of tables in the server database (reference 5.6): one record
+//! The host's records as rows of tables in the server database, where the original kept
+//! them (reference 5.6; the rows hold our records' shapes, not the original's): one record
 //! per service, user or session, at `/{table}/{key}`, so they are signed, replicable and
 //! browsable like any ADB data.
 //!
@@ -70,11 +71,17 @@ impl Rows {
         for (key, row) in saved.iter() {
             let pos = row.get("pos").and_then(Value::as_u64).unwrap_or(u64::MAX);
             let item = row.get("item").cloned().unwrap_or(Value::Null);
-            let item = serde_json::from_value(item).map_err(|e| StoreError::Corrupt {
-                path: format!("server database /{}/{key}", self.table).into(),
-                problem: format!("damaged row: {e}"),
-            })?;
-            rows.push((pos, item));
+            match serde_json::from_value(item) {
+                Ok(item) => rows.push((pos, item)),
+                // One damaged row must not keep the host from starting (it could then not
+                // be repaired through the host): it is skipped, and dropped on the next save.
+                Err(e) => tracing::error!(
+                    table = self.table,
+                    key,
+                    error = %e,
+                    "skipping a damaged row of the host's records"
+                ),
+            }
         }
         rows.sort_by_key(|(pos, _)| *pos);
         Ok(rows.into_iter().map(|(_, item)| item).collect())
@@ -85,12 +92,20 @@ impl Rows {
         &self,
         items: impl IntoIterator<Item = (String, &'a T)>,
     ) -> Result<(), StoreError> {
+        write(vec![self.plan(items)?])
+    }
+
+    /// What [`Rows::save`] would write, to write it together with other tables' ([`write`]).
+    pub(crate) fn plan<'a, T: Serialize + 'a>(
+        &self,
+        items: impl IntoIterator<Item = (String, &'a T)>,
+    ) -> Result<Plan<'_>, StoreError> {
         let mut next = BTreeMap::new();
         for (pos, (key, item)) in items.into_iter().enumerate() {
             let item = serde_json::to_value(item).map_err(|e| failed(self.table, e))?;
             next.insert(key, json!({ "pos": pos, "item": item }));
         }
-        let mut saved = self.lock();
+        let saved = self.lock();
         let mut ops = Vec::new();
         for (key, row) in &next {
             if saved.get(key) != Some(row) {
@@ -105,14 +120,11 @@ impl Rows {
                 path: self.path(key)?,
             });
         }
-        if !ops.is_empty() {
-            // `unconstrained`: ADB's channels are tokio's and count against the calling task's
-            // budget, which `block_on` never lets tokio refill.
-            futures_executor::block_on(tokio::task::unconstrained(self.db.write_batch(ops)))
-                .map_err(|e| failed(self.table, e))?;
-        }
-        *saved = next;
-        Ok(())
+        Ok(Plan {
+            rows: self,
+            ops,
+            next,
+        })
     }
 
     fn path(&self, key: &str) -> Result<RecordPath, StoreError> {
@@ -122,6 +134,32 @@ impl Rows {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Value>> {
         self.saved.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The rows one table will hold, and the writes that get it there.
+pub(crate) struct Plan<'a> {
+    rows: &'a Rows,
+    ops: Vec<Op>,
+    next: BTreeMap<String, Value>,
+}
+
+/// Writes the plans of one or more tables of one database in one batch: all or nothing.
+pub(crate) fn write(plans: Vec<Plan<'_>>) -> Result<(), StoreError> {
+    let Some(first) = plans.first() else {
+        return Ok(());
+    };
+    let (db, table) = (first.rows.db.clone(), first.rows.table);
+    let ops: Vec<Op> = plans.iter().flat_map(|p| p.ops.iter().cloned()).collect();
+    if !ops.is_empty() {
+        // `unconstrained`: ADB's channels are tokio's and count against the calling task's
+        // budget, which `block_on` never lets tokio refill.
+        futures_executor::block_on(tokio::task::unconstrained(db.write_batch(ops)))
+            .map_err(|e| failed(table, e))?;
+    }
+    for plan in plans {
+        *plan.rows.lock() = plan.next;
+    }
+    Ok(())
 }
 
 fn failed(table: &str, e: impl std::fmt::Display) -> StoreError {

@@ -223,13 +223,16 @@ impl Store {
                 .iter()
                 .map(|(id, key)| (id.to_string(), CoreKey { id, key }))
                 .collect();
-            keys.save(core.iter().map(|(k, v)| (k.clone(), v)))?;
-            return services.save(
-                state
-                    .services
-                    .iter()
-                    .map(|s| (s.key.as_str().to_owned(), s)),
-            );
+            // One batch for both tables: a migration never lands half.
+            return crate::rows::write(vec![
+                services.plan(
+                    state
+                        .services
+                        .iter()
+                        .map(|s| (s.key.as_str().to_owned(), s)),
+                )?,
+                keys.plan(core.iter().map(|(k, v)| (k.clone(), v)))?,
+            ]);
         }
         let io = |source| StoreError::Io {
             path: self.path.clone(),

@@ -137,8 +137,12 @@ pub(super) async fn call(
                 None | Some(Value::Null) => RecordPath::root(),
                 Some(_) => path_param(params, 1)?,
             };
-            let opts: ListOpts = params.optional_object(2)?.unwrap_or_default();
+            let mut opts: ListOpts = params.optional_object(2)?.unwrap_or_default();
+            let asked = opts.limit;
+            opts.limit = Some(asked.unwrap_or(usize::MAX).min(MAX_RECORDS + 1));
+            let shown = path.to_string();
             let records = read(move || db.list(&path, &opts)).await?;
+            too_many(records.len(), asked, &shown)?;
             Ok(json!({ "records": records }))
         }
         "recordGet" => {
@@ -192,8 +196,12 @@ pub(super) async fn call(
         "recordQuery" => {
             let db = adb.for_read(&who, db_id(0)?).map_err(failed)?;
             let table = params.string(1)?.to_owned();
-            let query: IndexQuery = params.object(2)?;
+            let mut query: IndexQuery = params.object(2)?;
+            let asked = query.limit;
+            query.limit = Some(asked.unwrap_or(usize::MAX).min(MAX_RECORDS + 1));
+            let shown = format!("{table} by {}", query.index);
             let records = read(move || db.query(&table, &query)).await?;
+            too_many(records.len(), asked, &shown)?;
             Ok(json!({ "records": records }))
         }
         // Our extension: the changes after a log index, waiting up to `wait` ms for one.
@@ -204,6 +212,19 @@ pub(super) async fn call(
         }
         _ => Err(RpcError::method_not_found(method)),
     }
+}
+
+/// The most records one `recordList` or `recordQuery` answer carries: a listing that would
+/// hold more is refused, so that no call can make the host build an answer of any size.
+const MAX_RECORDS: usize = 100_000;
+
+fn too_many(found: usize, asked: Option<usize>, what: &str) -> Result<(), RpcError> {
+    if found > MAX_RECORDS && asked.is_none_or(|l| l > MAX_RECORDS) {
+        return Err(RpcError::general(format!(
+            "{what} holds more than {MAX_RECORDS} records, more than one answer carries; page through them with limit and gt"
+        )));
+    }
+    Ok(())
 }
 
 fn created(info: atek_db::DbInfo) -> Result<Value, RpcError> {
@@ -241,6 +262,16 @@ struct ChangesOpts {
 
 /// The most changes one `recordChanges` answer carries.
 const MAX_CHANGES: usize = 1000;
+/// Roughly the most bytes of records one `recordChanges` answer carries.
+const MAX_CHANGE_BYTES: usize = 8 << 20;
+
+fn change_size(change: &atek_db::Change) -> usize {
+    match &change.op {
+        atek_db::entry::Op::Put { value, .. } => value.to_string().len(),
+        _ => 64,
+    }
+}
+
 /// The longest `recordChanges` waits for a first change.
 const MAX_WAIT_MS: u64 = 30_000;
 
@@ -257,8 +288,12 @@ async fn changes(db: atek_db::Db, opts: ChangesOpts) -> Result<Value, RpcError> 
             Err(_) => return Ok(json!({ "changes": [], "next": opts.since })),
         }
     }
-    while out.len() < limit && stream.position() < db.len() {
-        out.push(stream.next().await.map_err(db_failed)?);
+    // At most MAX_CHANGE_BYTES of entries per answer (always at least one change).
+    let mut bytes = out.iter().map(change_size).sum::<usize>();
+    while out.len() < limit && stream.position() < db.len() && bytes < MAX_CHANGE_BYTES {
+        let change = stream.next().await.map_err(db_failed)?;
+        bytes += change_size(&change);
+        out.push(change);
     }
     let next = stream.position();
     let changes: Vec<Value> = out.into_iter().map(change_json).collect();
