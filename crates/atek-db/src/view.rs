@@ -314,14 +314,21 @@ impl View {
             (None, None) => successor(&prefix).map_or(Bound::Unbounded, Bound::Excluded),
         };
         let upper = clamp_upper(upper, &prefix);
-        self.scan(lower, upper, opts.limit, opts.reverse, |key, value| {
-            let path = RecordPath::from_storage_key(key).ok_or_else(|| DbError::Entry {
-                seq: 0,
-                reason: "a record key in the view is not UTF-8".into(),
-            })?;
-            let (seq, value) = decode(value)?;
-            Ok(Some(Stored { path, seq, value }))
-        })
+        self.scan(
+            RECORDS,
+            lower,
+            upper,
+            opts.limit,
+            opts.reverse,
+            |key, value| {
+                let path = RecordPath::from_storage_key(key).ok_or_else(|| DbError::Entry {
+                    seq: 0,
+                    reason: "a record key in the view is not UTF-8".into(),
+                })?;
+                let (seq, value) = decode(value)?;
+                Ok(Some(Stored { path, seq, value }))
+            },
+        )
     }
 
     /// Records of `table` whose `index` value is in the range.
@@ -359,7 +366,7 @@ impl View {
         };
         let txn = self.db.begin_read().map_err(view_error)?;
         let records = txn.open_table(RECORDS).map_err(view_error)?;
-        self.scan_index(lower, upper, q.limit, q.reverse, |record_key| {
+        self.scan(INDEX, lower, upper, q.limit, q.reverse, |_, record_key| {
             let Some(found) = records.get(record_key).map_err(view_error)? else {
                 return Ok(None);
             };
@@ -384,8 +391,11 @@ impl View {
         })
     }
 
+    /// Rows of `table` in a key range (at most `limit`, last first if `reverse`), each
+    /// turned into a record by `each` (None: skip it).
     fn scan(
         &self,
+        table: TableDefinition<'_, &[u8], &[u8]>,
         lower: Bound<Vec<u8>>,
         upper: Bound<Vec<u8>>,
         limit: Option<usize>,
@@ -393,12 +403,12 @@ impl View {
         mut each: impl FnMut(&[u8], &[u8]) -> Result<Option<Stored>, DbError>,
     ) -> Result<Vec<Stored>, DbError> {
         let txn = self.db.begin_read().map_err(view_error)?;
-        let records = txn.open_table(RECORDS).map_err(view_error)?;
+        let rows = txn.open_table(table).map_err(view_error)?;
         let mut out = Vec::new();
         if limit == Some(0) || empty_range(&lower, &upper) {
             return Ok(out);
         }
-        let range = records
+        let range = rows
             .range::<&[u8]>((as_ref(&lower), as_ref(&upper)))
             .map_err(view_error)?;
         let limit = limit.unwrap_or(usize::MAX);
@@ -410,41 +420,6 @@ impl View {
         for row in rows {
             let (k, v) = row.map_err(view_error)?;
             if let Some(s) = each(k.value(), v.value())? {
-                out.push(s);
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    fn scan_index(
-        &self,
-        lower: Bound<Vec<u8>>,
-        upper: Bound<Vec<u8>>,
-        limit: Option<usize>,
-        reverse: bool,
-        mut each: impl FnMut(&[u8]) -> Result<Option<Stored>, DbError>,
-    ) -> Result<Vec<Stored>, DbError> {
-        let txn = self.db.begin_read().map_err(view_error)?;
-        let index = txn.open_table(INDEX).map_err(view_error)?;
-        let mut out = Vec::new();
-        if limit == Some(0) || empty_range(&lower, &upper) {
-            return Ok(out);
-        }
-        let range = index
-            .range::<&[u8]>((as_ref(&lower), as_ref(&upper)))
-            .map_err(view_error)?;
-        let limit = limit.unwrap_or(usize::MAX);
-        let rows: Box<dyn Iterator<Item = _>> = if reverse {
-            Box::new(range.rev())
-        } else {
-            Box::new(range)
-        };
-        for row in rows {
-            let (_, record_key) = row.map_err(view_error)?;
-            if let Some(s) = each(record_key.value())? {
                 out.push(s);
             }
             if out.len() >= limit {
