@@ -15,11 +15,8 @@ LIB=$BENCH_DIR/lib/atek.py
 READY_TIMEOUT=20
 SERVICE_ID="echo"
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() {
-	printf '[bench] error: %s\n' "$*" >&2
-	exit 1
-}
+# shellcheck source-path=SCRIPTDIR source=log.sh
+source "$BENCH_DIR/lib/log.sh"
 
 # bench_init NAME: REPORT and OUT of the benchmark NAME; BENCH_SECONDS and BENCH_RUNS
 # (exported for report.py) and BENCH_WARMUP, with their defaults, checked.

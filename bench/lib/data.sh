@@ -12,11 +12,8 @@
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() {
-	printf '[bench] error: %s\n' "$*" >&2
-	exit 1
-}
+# shellcheck source-path=SCRIPTDIR source=log.sh
+source "$BENCH_DIR/lib/log.sh"
 
 # data_init NAME: REPORT and OUT of the benchmark NAME; BENCH_RUNS and the counts, with
 # their defaults, checked; COUNTS, the flags every system takes.
@@ -175,6 +172,21 @@ with open(path, "w") as f:
         f.write(json.dumps({"system": system, "workload": w, "not_measured": why}) + "\n")
 PY
 	python3 "$REPORT" line "$WORK/rows/$1-r$2.jsonl"
+}
+
+# measure_runs: BENCH_RUNS runs of every system in SYSTEMS, interleaved, the order rotating
+# from run to run; each is the calling script's `measure SYSTEM RUN`.
+measure_runs() {
+	local systems run k
+	# shellcheck disable=SC2153 # SYSTEMS is the script's, set before this is called
+	read -r -a systems <<<"${SYSTEMS//,/ }"
+	log "measuring: ${BENCH_RUNS} runs x ${#systems[@]} systems (${systems[*]}), in $WORK"
+	for ((run = 1; run <= BENCH_RUNS; run++)); do
+		log "run $run of $BENCH_RUNS"
+		for k in $(rotate "${#systems[@]}" "$run"); do
+			measure "${systems[k]}" "$run"
+		done
+	done
 }
 
 # rotate N RUN: the indexes 0..N-1 starting at (RUN-1) mod N, so no system always goes first.

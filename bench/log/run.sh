@@ -85,14 +85,7 @@ measure() {
 	esac
 }
 
-read -r -a systems <<<"${SYSTEMS//,/ }"
-log "measuring: ${BENCH_RUNS} runs x ${#systems[@]} systems (${systems[*]}), in $WORK"
-for ((run = 1; run <= BENCH_RUNS; run++)); do
-	log "run $run of $BENCH_RUNS"
-	for k in $(rotate "${#systems[@]}" "$run"); do
-		measure "${systems[k]}" "$run"
-	done
-done
+measure_runs
 
 report_summary \
 	node "$(node --version)" \
