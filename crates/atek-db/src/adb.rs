@@ -24,6 +24,10 @@ use crate::table::TableDef;
 use crate::view::{IndexQuery, ViewLocation};
 use crate::{Db, ListOpts};
 
+/// The most databases one user may own: each open database has a writer thread and its
+/// log's, so an app looping over `dbCreate` must not be able to take the host down.
+pub const MAX_DATABASES_PER_USER: usize = 256;
+
 /// The table of database records in the server database.
 pub const DATABASE_TABLE: &str = "atek.cloud/database";
 
@@ -342,6 +346,22 @@ impl Adb {
         access: Access,
     ) -> Result<DbInfo, AdbError> {
         let _creating = self.creating.lock().await;
+        if let Some(user) = owner.user_key.as_deref().filter(|u| *u != "system") {
+            let owned = self
+                .server
+                .list(
+                    &RecordPath::parse(DATABASE_TABLE).map_err(DbError::from)?,
+                    &ListOpts::default(),
+                )?
+                .into_iter()
+                .filter(|r| r.value["owner"]["userKey"] == user)
+                .count();
+            if owned >= MAX_DATABASES_PER_USER {
+                return Err(AdbError::BadInput(format!(
+                    "this user already has {owned} databases, the most one user may have; delete some (adminDeleteDb) before making more"
+                )));
+            }
+        }
         if let Some(alias) = &alias {
             check_alias(alias)?;
             if self.find_alias(&owner, alias)?.is_some() {

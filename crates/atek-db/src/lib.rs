@@ -60,7 +60,7 @@ mod view;
 
 pub use adb::{
     Access, Adb, AdbError, Caller, DATABASE_TABLE, DbAdminConfig, DbConfig, DbInfo, DbRecord,
-    MemoryStore, Owner, Store,
+    MAX_DATABASES_PER_USER, MemoryStore, Owner, Store,
 };
 pub use db::{Change, Changes, Db, Defined, MAX_RECORD_BYTES, Record};
 pub use error::DbError;

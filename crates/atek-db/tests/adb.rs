@@ -353,3 +353,21 @@ async fn nobody_writes_the_server_database_through_adb() {
     assert!(adb.describe(&ann, id).unwrap().writable);
     assert!(!adb.describe(&caller("bob", "x"), id).unwrap().writable);
 }
+
+#[tokio::test]
+async fn a_user_may_own_only_so_many_databases() {
+    let adb = home().await;
+    let ann = caller("ann", "loop-app");
+    for _ in 0..atek_db::MAX_DATABASES_PER_USER {
+        adb.create(&ann, DbConfig::default()).await.unwrap();
+    }
+    let err = adb.create(&ann, DbConfig::default()).await.unwrap_err();
+    assert!(
+        matches!(&err, AdbError::BadInput(m) if m.contains("delete some")),
+        "{err}"
+    );
+    // Others are not held back by ann's quota.
+    adb.create(&caller("bob", "x"), DbConfig::default())
+        .await
+        .unwrap();
+}
