@@ -96,7 +96,7 @@ pub use proof::{ConsistencyProof, InclusionProof, MAX_PATH};
 pub use range_proof::{MAX_SIBLINGS, ProvenNodes, RangeProof};
 pub use storage::{EntryRun, FileStorage, Group, MemoryStorage, Storage, StorageStats};
 pub use tree::{NodeSource, tree_root};
-pub use writer::Log;
+pub use writer::{Log, LogSource};
 
 /// The largest entry a log takes, in bytes (4 MiB).
 pub const MAX_ENTRY_SIZE: usize = 4 << 20;

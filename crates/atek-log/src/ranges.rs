@@ -16,6 +16,7 @@ impl RangeSet {
     }
 
     /// The set holding `0..len` (empty when `len` is 0).
+    #[cfg(test)]
     pub(crate) fn dense(len: u64) -> Self {
         let mut set = Self::new();
         set.insert(0..len);
