@@ -125,10 +125,7 @@ impl<S: Storage> Replica<S> {
                 reason: "the store holds entries but no signed head".to_owned(),
             });
         }
-        let forked = storage
-            .forks()?
-            .iter()
-            .any(|e| e.a.head.log_id == log_id);
+        let forked = storage.forks()?.iter().any(|e| e.a.head.log_id == log_id);
         Ok(Self {
             storage,
             log_id,
@@ -281,10 +278,7 @@ impl<S: Storage> Replica<S> {
                 }
             }
             // Store the head with the nodes it brought that are not held yet.
-            let extra: Vec<(u64, Hash)> = proven
-                .iter()
-                .filter(|(x, _)| !self.stores(*x))
-                .collect();
+            let extra: Vec<(u64, Hash)> = proven.iter().filter(|(x, _)| !self.stores(*x)).collect();
             self.storage.append(Group {
                 extra_nodes: extra,
                 head: Some(*head),

@@ -106,10 +106,7 @@ impl Log {
         Self::with_boxed_storage(Box::new(storage), key)
     }
 
-    fn with_boxed_storage(
-        mut storage: Box<dyn Storage>,
-        key: SecretKey,
-    ) -> Result<Self, LogError> {
+    fn with_boxed_storage(mut storage: Box<dyn Storage>, key: SecretKey) -> Result<Self, LogError> {
         let log_id = key.public();
         let head = match storage.head() {
             Some(head) => {
@@ -470,11 +467,11 @@ impl Writer {
         let result = head.and_then(|head| {
             self.with_store(|s| {
                 s.append(Group {
-                runs: vec![EntryRun {
-                    first_index: start,
-                    entries,
-                }],
-                derived_nodes: derived,
+                    runs: vec![EntryRun {
+                        first_index: start,
+                        entries,
+                    }],
+                    derived_nodes: derived,
                     extra_nodes: Vec::new(),
                     head: Some(head),
                 })

@@ -46,7 +46,10 @@ impl Writer {
     }
 
     fn append(&mut self, batch: Vec<Vec<u8>>) {
-        let r = self.rt.block_on(self.log.append_batch(batch.clone())).unwrap();
+        let r = self
+            .rt
+            .block_on(self.log.append_batch(batch.clone()))
+            .unwrap();
         assert_eq!(r.start, self.model.len() as u64);
         self.model.extend(batch);
         let head = self.log.head();
@@ -65,7 +68,11 @@ fn check_replica<S: Storage>(replica: &Replica<S>, w: &Writer) {
         assert!(replica.held().is_empty());
         return;
     };
-    assert_eq!(Some(&head), w.heads.get(&head.head.length), "a head the writer signed");
+    assert_eq!(
+        Some(&head),
+        w.heads.get(&head.head.length),
+        "a head the writer signed"
+    );
     for r in replica.held() {
         assert!(r.end <= head.head.length, "held {r:?} past the head");
         for i in r {
@@ -88,7 +95,11 @@ fn converge<S: Storage>(link: &mut Link, w: &Writer, replica: &mut Replica<S>) {
     }
     link.settle(&source, replica);
     assert_eq!(link.reader_closed(), None, "events: {:?}", link.events);
-    let all: Vec<Range<u64>> = if w.len() == 0 { vec![] } else { vec![0..w.len()] };
+    let all: Vec<Range<u64>> = if w.len() == 0 {
+        vec![]
+    } else {
+        vec![0..w.len()]
+    };
     assert_eq!(replica.held(), all);
     if w.len() > 0 {
         assert_eq!(replica.head(), Some(w.log.head()));
@@ -351,7 +362,9 @@ fn live_heads_and_tail_follow_appends() {
     assert_eq!(link.reader_closed(), Some(&CloseReason::Done));
     assert!(matches!(
         link.server_events.last(),
-        Some(atek_log::sync::ServerEvent::Closed(CloseReason::Remote { .. }))
+        Some(atek_log::sync::ServerEvent::Closed(
+            CloseReason::Remote { .. }
+        ))
     ));
 }
 
@@ -376,7 +389,10 @@ fn a_replica_restarted_mid_sync_resumes() {
     let sent = link.to_reader.len();
     link.deliver_to_reader(sent - 1000, &mut r);
     let held_before = r.held();
-    assert!(!held_before.is_empty() && held_before != vec![0..n], "{held_before:?}");
+    assert!(
+        !held_before.is_empty() && held_before != vec![0..n],
+        "{held_before:?}"
+    );
     drop(link);
     drop(r);
 
@@ -413,7 +429,9 @@ fn a_file_log_serves_a_file_replica() {
     let log = Log::create(tmp.path().join("log"), key(6)).unwrap();
     let mut model = Vec::new();
     for i in 0..30u32 {
-        let batch: Vec<Vec<u8>> = (0..7).map(|j| (i * 7 + j).to_be_bytes().repeat(50)).collect();
+        let batch: Vec<Vec<u8>> = (0..7)
+            .map(|j| (i * 7 + j).to_be_bytes().repeat(50))
+            .collect();
         rt.block_on(log.append_batch(batch.clone())).unwrap();
         model.extend(batch);
     }
@@ -432,6 +450,8 @@ fn a_file_log_serves_a_file_replica() {
     link.settle(&log.source(), &mut r);
     assert!(matches!(
         link.server_events.last(),
-        Some(atek_log::sync::ServerEvent::Closed(CloseReason::Storage { .. }))
+        Some(atek_log::sync::ServerEvent::Closed(
+            CloseReason::Storage { .. }
+        ))
     ));
 }

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::ops::Range;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{Group, Storage, StorageStats, check_runs, derive_nodes};
@@ -749,7 +749,14 @@ impl Storage for FileStorage {
 
 fn encode_checkpoint(cp: &Checkpoint) -> Vec<u8> {
     let mut w = Writer::with_capacity(
-        4 + 1 + 8 + 1 + SignedTreeHead::ENCODED_LEN + 8 + 16 * cp.held.count() + 8 * cp.extra.len() + 32,
+        4 + 1
+            + 8
+            + 1
+            + SignedTreeHead::ENCODED_LEN
+            + 8
+            + 16 * cp.held.count()
+            + 8 * cp.extra.len()
+            + 32,
     );
     w.bytes(CHECKPOINT_MAGIC);
     w.u8(CHECKPOINT_VERSION);

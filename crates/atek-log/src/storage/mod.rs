@@ -231,9 +231,9 @@ pub(crate) fn derive_nodes(
             }
             let other = match new.get(&sibling) {
                 Some(h) => *h,
-                None => src
-                    .node(sibling)?
-                    .ok_or(LogError::MissingNode { flat_index: sibling })?,
+                None => src.node(sibling)?.ok_or(LogError::MissingNode {
+                    flat_index: sibling,
+                })?,
             };
             hash = if is_left {
                 Hash::node(&hash, &other)

@@ -343,12 +343,18 @@ impl Frame {
                 let code = ReasonCode::from_u8(r.u8()?);
                 let len = usize::from(r.u16()?);
                 if len > MAX_DETAIL {
-                    return Err(FrameError::Garbage(format!("a close detail of {len} bytes")));
+                    return Err(FrameError::Garbage(format!(
+                        "a close detail of {len} bytes"
+                    )));
                 }
                 let detail = String::from_utf8_lossy(r.take(len)?).into_owned();
                 Frame::Close { code, detail }
             }
-            other => return Err(FrameError::Garbage(format!("unknown frame type {other:#04x}"))),
+            other => {
+                return Err(FrameError::Garbage(format!(
+                    "unknown frame type {other:#04x}"
+                )));
+            }
         };
         r.finish()?;
         Ok(frame)

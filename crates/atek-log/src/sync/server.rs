@@ -251,7 +251,10 @@ impl ServerSession {
         if let Some(want) = self.wants.front() {
             let (next, end) = (want.next, want.end);
             let done = self.serve(source, false, next, end, n)?;
-            let want = self.wants.front_mut().ok_or_else(|| storage(LogError::Closed))?;
+            let want = self
+                .wants
+                .front_mut()
+                .ok_or_else(|| storage(LogError::Closed))?;
             want.next = done;
             if done == end {
                 self.wants.pop_front();
