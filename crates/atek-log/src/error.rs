@@ -149,6 +149,39 @@ pub enum LogError {
     /// The writer thread is gone (the log was closed, or it panicked).
     #[error("the log is closed")]
     Closed,
+    /// An entry a replica does not hold: it did not ask for it, or it does not exist yet.
+    #[error("entry {index} is not held by this replica (its newest head has length {length})")]
+    NotHeld {
+        /// The entry's index.
+        index: u64,
+        /// The length of the replica's newest head.
+        length: u64,
+    },
+    /// A head shorter than a replica's newest, which the nodes it holds cannot check.
+    #[error(
+        "a head of length {length} cannot be checked against the accepted head of length \
+         {accepted} with the nodes held"
+    )]
+    CannotCheck {
+        /// The head's length.
+        length: u64,
+        /// The length of the newest head accepted.
+        accepted: u64,
+    },
+    /// The log's writer signed two histories; the evidence is kept.
+    #[error(
+        "log {} forked: heads of lengths {} and {} cannot both be true",
+        .0.a.head.log_id,
+        .0.a.head.length,
+        .0.b.head.length
+    )]
+    ForkDetected(Box<crate::ForkEvidence>),
+    /// A replica that holds fork evidence for its log accepts nothing more from it.
+    #[error("log {log_id} forked earlier; nothing more is accepted from it")]
+    Forked {
+        /// The log.
+        log_id: PublicKey,
+    },
     /// The storage behind the log failed in a way it described itself.
     #[error("storage failed: {reason}")]
     Storage {

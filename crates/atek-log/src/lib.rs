@@ -81,7 +81,11 @@ mod frame;
 mod hash;
 mod head;
 mod proof;
+mod range_proof;
+mod ranges;
+mod replica;
 mod storage;
+pub mod sync;
 mod tree;
 mod wire;
 mod writer;
@@ -91,9 +95,11 @@ pub use fork::{Consistency, ForkEvidence, check_heads};
 pub use hash::Hash;
 pub use head::{HEAD_SIGNING_DOMAIN, SignedTreeHead, TreeHead};
 pub use proof::{ConsistencyProof, InclusionProof, MAX_PATH};
+pub use range_proof::{MAX_SIBLINGS, ProvenNodes, RangeProof};
+pub use replica::{CheckedHead, HeadKind, Replica};
 pub use storage::{EntryRun, FileStorage, Group, MemoryStorage, Storage, StorageStats};
 pub use tree::{NodeSource, tree_root};
-pub use writer::Log;
+pub use writer::{Log, LogSource};
 
 /// The largest entry a log takes, in bytes (4 MiB).
 pub const MAX_ENTRY_SIZE: usize = 4 << 20;

@@ -22,6 +22,12 @@ impl<T: NodeSource + ?Sized> NodeSource for &T {
     }
 }
 
+impl<T: NodeSource + ?Sized> NodeSource for Box<T> {
+    fn node(&self, flat_index: u64) -> Result<Option<Hash>, LogError> {
+        (**self).node(flat_index)
+    }
+}
+
 /// A `Vec` indexed by flat index, as built by appending (holes are `None`).
 impl NodeSource for Vec<Option<Hash>> {
     fn node(&self, flat_index: u64) -> Result<Option<Hash>, LogError> {

@@ -3,10 +3,10 @@
 
 use std::ops::Range;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use atek_core::{PublicKey, SecretKey};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::storage::{EntryRun, FileStorage, Group, MemoryStorage, Storage, StorageStats};
 use crate::tree::Peaks;
@@ -31,11 +31,26 @@ const MAX_GROUP_BYTES: usize = 64 << 20;
 /// After a failed write the log stops accepting appends ([`LogError::Poisoned`]); reopen it.
 /// The writer thread ends, after a checkpoint, when [`Log::close`] is called or the last
 /// handle is dropped.
+///
+/// To serve the log to replicas, hand [`Log::source`] to a
+/// [`ServerSession`](crate::sync::ServerSession), and wake it with [`Log::watch`] when
+/// appends land.
 #[derive(Clone)]
 pub struct Log {
     tx: mpsc::Sender<Request>,
     log_id: PublicKey,
-    head: Arc<RwLock<SignedTreeHead>>,
+    head: watch::Receiver<SignedTreeHead>,
+    store: SharedStore,
+}
+
+/// The writer's store, shared with the log's [`LogSource`]s. `None` once the log is
+/// closed (the store, and a file store's lock, are released then).
+pub(crate) type SharedStore = Arc<Mutex<Option<Box<dyn Storage>>>>;
+
+pub(crate) fn lock(store: &SharedStore) -> MutexGuard<'_, Option<Box<dyn Storage>>> {
+    // The store's own state stays consistent across a panic elsewhere (each call is one
+    // store operation), so a poisoned lock is taken over.
+    store.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 enum Request {
@@ -87,7 +102,11 @@ impl Log {
 
     /// A log on any store. An empty store gets the signed empty head; a store with a head
     /// must be of `key`'s log, and its head must verify against the stored tree.
-    pub fn with_storage<S: Storage>(mut storage: S, key: SecretKey) -> Result<Self, LogError> {
+    pub fn with_storage<S: Storage>(storage: S, key: SecretKey) -> Result<Self, LogError> {
+        Self::with_boxed_storage(Box::new(storage), key)
+    }
+
+    fn with_boxed_storage(mut storage: Box<dyn Storage>, key: SecretKey) -> Result<Self, LogError> {
         let log_id = key.public();
         let head = match storage.head() {
             Some(head) => {
@@ -114,8 +133,18 @@ impl Log {
                 });
             }
         };
-        let peaks = Peaks::load(&storage, head.head.length)?;
-        if peaks.root() != head.head.root || storage.len() != head.head.length {
+        let length = head.head.length;
+        let dense = if length == 0 { vec![] } else { vec![0..length] };
+        if storage.held() != dense {
+            return Err(LogError::Storage {
+                reason: format!(
+                    "the store does not hold exactly the {length} entries of its last head \
+                     (a replica's sparse store cannot be written to)"
+                ),
+            });
+        }
+        let peaks = Peaks::load(&&*storage, length)?;
+        if peaks.root() != head.head.root || storage.len() != length {
             return Err(LogError::Storage {
                 reason: format!(
                     "the stored tree of {} entries does not match the last signed head",
@@ -123,13 +152,14 @@ impl Log {
                 ),
             });
         }
-        let shared = Arc::new(RwLock::new(head));
+        let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let store: SharedStore = Arc::new(Mutex::new(Some(storage)));
         let writer = Writer {
-            storage,
+            storage: Arc::clone(&store),
             key,
             peaks,
-            head: Arc::clone(&shared),
+            head: head_tx,
             poisoned: false,
         };
         std::thread::Builder::new()
@@ -141,7 +171,8 @@ impl Log {
         Ok(Self {
             tx,
             log_id,
-            head: shared,
+            head: head_rx,
+            store,
         })
     }
 
@@ -152,7 +183,25 @@ impl Log {
 
     /// The last durable signed head.
     pub fn head(&self) -> SignedTreeHead {
-        *self.head.read().unwrap_or_else(|e| e.into_inner())
+        *self.head.borrow()
+    }
+
+    /// A receiver that sees every new durable signed head (as groups land; a slow
+    /// receiver sees the latest). Its `changed()` fails once the writer has stopped.
+    pub fn watch(&self) -> watch::Receiver<SignedTreeHead> {
+        self.head.clone()
+    }
+
+    /// A synchronous, read-only view of the log's durable state, for serving it to
+    /// replicas ([`Source`](crate::sync::Source)). It shares the writer's store: a read
+    /// waits while a group is being written and synced. Once the log is closed its reads
+    /// fail with [`LogError::Closed`].
+    pub fn source(&self) -> LogSource {
+        LogSource {
+            log_id: self.log_id,
+            head: self.head.clone(),
+            store: Arc::clone(&self.store),
+        }
     }
 
     /// The number of durable entries.
@@ -257,18 +306,38 @@ impl std::fmt::Debug for Log {
 }
 
 /// The writer thread's state.
-struct Writer<S> {
-    storage: S,
+struct Writer {
+    storage: SharedStore,
     key: SecretKey,
     /// The durable tree's peaks.
     peaks: Peaks,
-    head: Arc<RwLock<SignedTreeHead>>,
+    head: watch::Sender<SignedTreeHead>,
     poisoned: bool,
 }
 
 type AppendReply = oneshot::Sender<Result<Range<u64>, LogError>>;
 
-impl<S: Storage> Writer<S> {
+impl Writer {
+    /// Runs `f` on the store, or fails with [`LogError::Closed`] once it is released.
+    fn with_store<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Storage) -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
+        match lock(&self.storage).as_mut() {
+            Some(store) => f(&mut **store),
+            None => Err(LogError::Closed),
+        }
+    }
+
+    /// Checkpoints the store and releases it (and a file store's lock).
+    fn release(&self) -> Result<(), LogError> {
+        let store = lock(&self.storage).take();
+        match store {
+            Some(mut store) => store.checkpoint(),
+            None => Ok(()),
+        }
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         while let Some(first) = rx.blocking_recv() {
             let mut appends = Vec::new();
@@ -297,14 +366,14 @@ impl<S: Storage> Writer<S> {
             }
             self.commit(appends);
             if let Some(reply) = close {
-                let result = self.storage.checkpoint();
                 // Release the store (and its lock) before saying it is closed.
+                let result = self.release();
                 drop(self);
                 let _ = reply.send(result);
                 return;
             }
         }
-        if let Err(e) = self.storage.checkpoint() {
+        if let Err(e) = self.release() {
             tracing::warn!(error = %e, "log checkpoint at close failed");
         }
     }
@@ -316,8 +385,7 @@ impl<S: Storage> Writer<S> {
                 let result = if index >= len {
                     Err(LogError::OutOfRange { index, length: len })
                 } else {
-                    self.storage
-                        .entry(index)
+                    self.with_store(|s| s.entry(index))
                         .and_then(|e| e.ok_or(LogError::MissingEntry { index }))
                 };
                 let _ = reply.send(result);
@@ -333,7 +401,7 @@ impl<S: Storage> Writer<S> {
                         length: len,
                     })
                 } else {
-                    InclusionProof::generate(&self.storage, index, tree_size)
+                    self.with_store(|s| InclusionProof::generate(&&*s, index, tree_size))
                 };
                 let _ = reply.send(result);
             }
@@ -348,12 +416,12 @@ impl<S: Storage> Writer<S> {
                         length: len,
                     })
                 } else {
-                    ConsistencyProof::generate(&self.storage, old_size, new_size)
+                    self.with_store(|s| ConsistencyProof::generate(&&*s, old_size, new_size))
                 };
                 let _ = reply.send(result);
             }
             Request::Stats { reply } => {
-                let _ = reply.send(self.storage.stats());
+                let _ = reply.send(self.with_store(|s| Ok(s.stats())).unwrap_or_default());
             }
             Request::Append { .. } | Request::Close { .. } => {}
         }
@@ -397,21 +465,23 @@ impl<S: Storage> Writer<S> {
         }
         .sign(&self.key);
         let result = head.and_then(|head| {
-            self.storage.append(Group {
-                runs: vec![EntryRun {
-                    first_index: start,
-                    entries,
-                }],
-                derived_nodes: derived,
-                extra_nodes: Vec::new(),
-                head: Some(head),
+            self.with_store(|s| {
+                s.append(Group {
+                    runs: vec![EntryRun {
+                        first_index: start,
+                        entries,
+                    }],
+                    derived_nodes: derived,
+                    extra_nodes: Vec::new(),
+                    head: Some(head),
+                })
             })?;
             Ok(head)
         });
         match result {
             Ok(head) => {
                 self.peaks = peaks;
-                *self.head.write().unwrap_or_else(|e| e.into_inner()) = head;
+                self.head.send_replace(head);
                 for (range, reply) in waiters {
                     let _ = reply.send(Ok(range));
                 }
@@ -430,6 +500,46 @@ impl<S: Storage> Writer<S> {
     }
 }
 
+/// A read-only, synchronous view of a [`Log`]'s durable state: see [`Log::source`].
+#[derive(Clone)]
+pub struct LogSource {
+    log_id: PublicKey,
+    head: watch::Receiver<SignedTreeHead>,
+    store: SharedStore,
+}
+
+impl LogSource {
+    /// The log's id.
+    pub fn id(&self) -> PublicKey {
+        self.log_id
+    }
+
+    /// The last durable signed head.
+    pub fn head(&self) -> SignedTreeHead {
+        *self.head.borrow()
+    }
+
+    /// Runs `f` on the store, or fails with [`LogError::Closed`] once the log is closed.
+    pub(crate) fn with_store<T>(
+        &self,
+        f: impl FnOnce(&dyn Storage) -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
+        match lock(&self.store).as_ref() {
+            Some(store) => f(&**store),
+            None => Err(LogError::Closed),
+        }
+    }
+}
+
+impl std::fmt::Debug for LogSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSource")
+            .field("id", &self.log_id)
+            .field("len", &self.head().head.length)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,5 +548,6 @@ mod tests {
     fn handles_are_clone_send_sync() {
         fn check<T: Clone + Send + Sync + 'static>() {}
         check::<Log>();
+        check::<LogSource>();
     }
 }

@@ -2,13 +2,16 @@
 //! group, and caches derived from it (`index`, `tree`) made durable now and then under a
 //! `checkpoint`. `docs/log-format.md` §6 describes the files; §7 how opening recovers.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
+use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{Group, Storage, StorageStats, check_dense};
-use crate::tree::Peaks;
+use super::{Group, Storage, StorageStats, check_runs, derive_nodes};
+use crate::ranges::RangeSet;
+use crate::tree::{Peaks, tree_root};
 use crate::wire::{Reader, Writer};
 use crate::{ForkEvidence, Hash, LogError, NodeSource, SignedTreeHead, flat, frame};
 
@@ -17,7 +20,8 @@ const CHECKPOINT_EVERY: u64 = 4 << 20;
 /// Bytes per `index` record: the entry's offset in `log` (u64 BE) and its length (u32 BE).
 const INDEX_RECORD: u64 = 12;
 const CHECKPOINT_MAGIC: &[u8; 4] = b"ACKP";
-const CHECKPOINT_VERSION: u8 = 1;
+/// The version written; version 1 (dense stores only: no ranges, no extra nodes) is read too.
+const CHECKPOINT_VERSION: u8 = 2;
 
 /// A log in a directory. See the module's documentation in `docs/log-format.md`.
 ///
@@ -31,7 +35,11 @@ pub struct FileStorage {
     /// Holds the directory's `flock` for as long as the store is open.
     _lock: File,
     log_end: u64,
-    len: u64,
+    /// The entries held.
+    held: RangeSet,
+    /// Nodes held that are not over held entries (a replica's proof siblings and the nodes
+    /// above them): a node is held when all its entries are, or when it is in this set.
+    extra: BTreeSet<u64>,
     head: Option<SignedTreeHead>,
     /// Log bytes appended since the last checkpoint.
     since_checkpoint: u64,
@@ -47,7 +55,8 @@ pub struct FileStorage {
 #[derive(Debug)]
 struct Checkpoint {
     log_offset: u64,
-    len: u64,
+    held: RangeSet,
+    extra: Vec<u64>,
     head: Option<SignedTreeHead>,
 }
 
@@ -127,7 +136,8 @@ impl FileStorage {
             tree,
             _lock: lock,
             log_end,
-            len: 0,
+            held: RangeSet::new(),
+            extra: BTreeSet::new(),
             head: None,
             since_checkpoint: 0,
             checkpoint_every: CHECKPOINT_EVERY,
@@ -145,45 +155,53 @@ impl FileStorage {
 
     fn recover(&mut self) -> Result<(), LogError> {
         let start = match self.read_checkpoint() {
-            Some(cp) => match self.trust_checkpoint(&cp) {
-                Ok(()) => cp.log_offset,
-                Err(reason) => {
-                    tracing::warn!(
-                        dir = %self.dir.display(),
-                        %reason,
-                        "log checkpoint not usable; rebuilding the caches from the whole log"
-                    );
-                    self.reset_caches()?;
-                    0
+            Some(cp) => {
+                let offset = cp.log_offset;
+                match self.trust_checkpoint(cp) {
+                    Ok(()) => offset,
+                    Err(reason) => {
+                        tracing::warn!(
+                            dir = %self.dir.display(),
+                            %reason,
+                            "log checkpoint not usable; rebuilding the caches from the whole log"
+                        );
+                        self.reset_caches()?;
+                        0
+                    }
                 }
-            },
+            }
             None => {
                 self.reset_caches()?;
                 0
             }
         };
-        let mut peaks = Peaks::load(&*self, self.len)?;
+        // A dense store (a writer's) re-derives its tree with the peaks alone.
+        let mut peaks = match self.dense_len() {
+            Some(len) => Some(Peaks::load(&*self, len)?),
+            None => None,
+        };
         self.scan(start, &mut peaks)?;
         let Some(head) = self.head else {
-            return Err(self
-                .corrupt("the log holds no signed head (its creation did not finish)".to_owned()));
+            if self.held.count() == 0 && self.extra.is_empty() {
+                // Nothing was ever accepted: a replica before its first head, or a log
+                // whose creation stopped before its first frame.
+                return Ok(());
+            }
+            return Err(self.corrupt("the log holds entries but no signed head".to_owned()));
         };
-        if head.head.length != self.len {
-            return Err(self.corrupt(format!(
-                "the last head covers {} entries, the log holds {}",
-                head.head.length, self.len
-            )));
-        }
         if let Err(e) = head.verify() {
             return Err(self.corrupt(format!("the last head does not verify: {e}")));
         }
-        if head.head.root != peaks.root() {
-            return Err(self.corrupt(format!(
-                "the last head's root is not the root of the {} entries held",
-                self.len
-            )));
-        }
         Ok(())
+    }
+
+    /// `Some(len)` when the entries held are exactly `0..len`.
+    fn dense_len(&self) -> Option<u64> {
+        match self.held.count() {
+            0 => Some(0),
+            1 if self.held.containing(0).is_some() => Some(self.held.end()),
+            _ => None,
+        }
     }
 
     /// Reads `checkpoint`; `None` if it is missing or damaged (then the whole log is read).
@@ -207,16 +225,24 @@ impl FileStorage {
     }
 
     /// Adopts the checkpoint if the caches and the log back it up: the files are long
-    /// enough, and the head it names verifies against the peaks read from `tree`.
-    fn trust_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), String> {
+    /// enough, and the head it names verifies against the tree read from `tree`.
+    fn trust_checkpoint(&mut self, cp: Checkpoint) -> Result<(), String> {
         if cp.log_offset > self.log_end {
             return Err(format!(
                 "it covers {} log bytes, the log has {}",
                 cp.log_offset, self.log_end
             ));
         }
-        let index_len = cp.len * INDEX_RECORD;
-        let tree_len = flat::node_bound(cp.len) * 32;
+        let end = cp.held.end();
+        let index_len = end * INDEX_RECORD;
+        let nodes = cp
+            .extra
+            .iter()
+            .map(|x| x + 1)
+            .max()
+            .unwrap_or(0)
+            .max(flat::node_bound(end));
+        let tree_len = nodes * 32;
         let (have_index, have_tree) = (file_len(&self.index), file_len(&self.tree));
         if have_index < index_len || have_tree < tree_len {
             return Err("the caches are shorter than it says".to_owned());
@@ -227,12 +253,12 @@ impl FileStorage {
         self.tree
             .set_len(tree_len)
             .map_err(|e| format!("truncating tree: {e}"))?;
-        self.len = cp.len;
         let head = cp.head.ok_or_else(|| "it names no head".to_owned())?;
         head.verify().map_err(|e| e.to_string())?;
-        let peaks = Peaks::load(&*self, cp.len).map_err(|e| e.to_string())?;
-        if head.head.length != cp.len || head.head.root != peaks.root() {
-            self.len = 0;
+        self.held = cp.held;
+        self.extra = cp.extra.into_iter().collect();
+        let root = tree_root(&*self, head.head.length).map_err(|e| e.to_string())?;
+        if head.head.root != root {
             return Err("its head does not match the cached tree".to_owned());
         }
         self.head = Some(head);
@@ -246,14 +272,15 @@ impl FileStorage {
         self.tree
             .set_len(0)
             .map_err(|e| io_err("truncate", &self.path("tree"), e))?;
-        self.len = 0;
+        self.held = RangeSet::new();
+        self.extra.clear();
         self.head = None;
         Ok(())
     }
 
     /// Reads frames from `offset` to the end of the log, re-deriving the caches. The first
     /// torn or damaged frame ends the log: it and everything after it are cut off.
-    fn scan(&mut self, mut offset: u64, peaks: &mut Peaks) -> Result<(), LogError> {
+    fn scan(&mut self, mut offset: u64, peaks: &mut Option<Peaks>) -> Result<(), LogError> {
         let mut log_id = self.head.map(|h| h.head.log_id);
         while offset < self.log_end {
             let (frame_len, decoded) = match self.read_frame(offset) {
@@ -280,35 +307,78 @@ impl FileStorage {
                 }
             };
             let group = decoded.group;
-            check_dense(self.len, &group)
+            check_runs(&self.held, &group)
                 .map_err(|e| self.corrupt(format!("frame at offset {offset}: {e}")))?;
-            let mut nodes = group.extra_nodes.clone();
-            for run in &group.runs {
-                for e in &run.entries {
-                    peaks.append(Hash::leaf(e), |x, h| nodes.push((x, h)));
-                }
-            }
+            self.absorb(offset, &group, &decoded.entry_spans, peaks)?;
             if let Some(head) = &group.head {
                 if *log_id.get_or_insert(head.head.log_id) != head.head.log_id {
                     return Err(self.corrupt(format!(
                         "frame at offset {offset} holds a head of another log"
                     )));
                 }
-                if head.head.root != peaks.root() {
+                let root = match peaks {
+                    Some(p) if p.len() == head.head.length => Ok(p.root()),
+                    _ => tree_root(&*self, head.head.length),
+                };
+                if root.ok() != Some(head.head.root) {
                     return Err(self.corrupt(format!(
-                        "frame at offset {offset}: its head's root is not the root of its entries"
+                        "frame at offset {offset}: its head's root is not the root of the tree held"
                     )));
                 }
-            }
-            self.write_caches(offset, &decoded.entry_spans, &nodes)?;
-            self.len += group.entry_count();
-            if group.head.is_some() {
                 self.head = group.head;
             }
             offset += frame_len;
             self.since_checkpoint += frame_len;
         }
         Ok(())
+    }
+
+    /// Takes in a frame read back from `log` at `offset`: its entries and the nodes they
+    /// complete (with the peaks alone while the store stays dense), and its extra nodes.
+    fn absorb(
+        &mut self,
+        offset: u64,
+        group: &Group,
+        entry_spans: &[(usize, u32)],
+        peaks: &mut Option<Peaks>,
+    ) -> Result<(), LogError> {
+        let mut spans = entry_spans.iter();
+        for run in &group.runs {
+            let end = run.first_index + run.entries.len() as u64;
+            let run_spans: Vec<(u64, (usize, u32))> = (run.first_index..end)
+                .zip(spans.by_ref().copied())
+                .collect();
+            self.write_index(offset, &run_spans)?;
+            let leaves: Vec<Hash> = run.entries.iter().map(|e| Hash::leaf(e)).collect();
+            let mut nodes = Vec::with_capacity(2 * leaves.len());
+            match peaks {
+                Some(p) if p.len() == run.first_index => {
+                    for leaf in &leaves {
+                        p.append(*leaf, |x, h| nodes.push((x, h)));
+                    }
+                    self.held.insert(run.first_index..end);
+                }
+                _ => {
+                    *peaks = None;
+                    self.held.insert(run.first_index..end);
+                    nodes = derive_nodes(&*self, &self.held, run.first_index, &leaves)?;
+                }
+            }
+            self.write_nodes(&nodes)?;
+        }
+        self.write_nodes(&group.extra_nodes)?;
+        self.note_extra(&group.extra_nodes);
+        Ok(())
+    }
+
+    /// Adds to `extra` the nodes that are not over held entries.
+    fn note_extra(&mut self, nodes: &[(u64, Hash)]) {
+        for (x, _) in nodes {
+            let (s, e) = flat::leaf_span(*x);
+            if !self.held.covers(s..e) {
+                self.extra.insert(*x);
+            }
+        }
     }
 
     /// The length and contents of the frame at `offset`, or why there is no complete,
@@ -354,28 +424,40 @@ impl FileStorage {
 
     // ---- caches ----
 
-    /// Writes the index records of the entries of a frame at `frame_offset` (continuing the
-    /// `self.len` entries held) and the given nodes. No sync: the caches are derived data.
-    fn write_caches(
+    /// Writes the index records of entries of a frame at `frame_offset`: per entry, its
+    /// index and where its bytes sit in the frame. No sync: the caches are derived data.
+    fn write_index(
         &mut self,
         frame_offset: u64,
-        entry_spans: &[(usize, u32)],
-        nodes: &[(u64, Hash)],
+        entries: &[(u64, (usize, u32))],
     ) -> Result<(), LogError> {
-        if !entry_spans.is_empty() {
-            let mut w = Writer::with_capacity(entry_spans.len() * INDEX_RECORD as usize);
-            for (off, len) in entry_spans {
-                w.u64(frame_offset + *off as u64);
-                w.u32(*len);
+        let mut i = 0;
+        while i < entries.len() {
+            // One write per run of consecutive indexes.
+            let first = entries[i].0;
+            let mut w = Writer::with_capacity((entries.len() - i) * INDEX_RECORD as usize);
+            let mut next = first;
+            while i < entries.len() && entries[i].0 == next {
+                let (off, len) = entries[i].1;
+                w.u64(frame_offset + off as u64);
+                w.u32(len);
+                next += 1;
+                i += 1;
             }
             let buf = w.into_vec();
             self.index
-                .write_all_at(&buf, self.len * INDEX_RECORD)
+                .write_all_at(&buf, first * INDEX_RECORD)
                 .map_err(|e| io_err("write", &self.path("index"), e))?;
             self.stats.cache_bytes += buf.len() as u64;
         }
+        Ok(())
+    }
+
+    /// Writes nodes to the `tree` cache. No sync.
+    fn write_nodes(&mut self, nodes: &[(u64, Hash)]) -> Result<(), LogError> {
         let mut nodes = nodes.to_vec();
         nodes.sort_unstable_by_key(|(x, _)| *x);
+        nodes.dedup_by_key(|(x, _)| *x);
         let mut i = 0;
         while i < nodes.len() {
             // One write per run of consecutive indexes.
@@ -411,9 +493,16 @@ impl FileStorage {
             self.caches_suspect = true;
             return Err(e);
         }
+        // Nodes that held entries now cover need no listing.
+        let held = &self.held;
+        self.extra.retain(|&x| {
+            let (s, e) = flat::leaf_span(x);
+            !held.covers(s..e)
+        });
         let bytes = encode_checkpoint(&Checkpoint {
             log_offset: self.log_end,
-            len: self.len,
+            held: self.held.clone(),
+            extra: self.extra.iter().copied().collect(),
             head: self.head,
         });
         let tmp = self.path("checkpoint.tmp");
@@ -450,8 +539,8 @@ impl FileStorage {
 
 impl NodeSource for FileStorage {
     fn node(&self, flat_index: u64) -> Result<Option<Hash>, LogError> {
-        // Dense store: a node is held exactly when all its leaves are.
-        if flat::leaf_span(flat_index).1 > self.len {
+        let (s, e) = flat::leaf_span(flat_index);
+        if !self.held.covers(s..e) && !self.extra.contains(&flat_index) {
             return Ok(None);
         }
         let mut buf = [0u8; 32];
@@ -467,7 +556,7 @@ impl Storage for FileStorage {
         if self.broken {
             return Err(LogError::Poisoned);
         }
-        check_dense(self.len, &group)?;
+        check_runs(&self.held, &group)?;
         let encoded = frame::encode(&group)?;
         let offset = self.log_end;
         let log_path = self.path("log");
@@ -476,9 +565,15 @@ impl Storage for FileStorage {
         self.log
             .write_all_at(&encoded.bytes, offset)
             .map_err(|e| io_err("write", &log_path, e))?;
-        let mut nodes = group.derived_nodes;
-        nodes.extend_from_slice(&group.extra_nodes);
-        self.write_caches(offset, &encoded.entry_spans, &nodes)?;
+        let indexes = group
+            .runs
+            .iter()
+            .flat_map(|r| r.first_index..r.first_index + r.entries.len() as u64);
+        let records: Vec<(u64, (usize, u32))> =
+            indexes.zip(encoded.entry_spans.iter().copied()).collect();
+        self.write_index(offset, &records)?;
+        self.write_nodes(&group.derived_nodes)?;
+        self.write_nodes(&group.extra_nodes)?;
         self.log
             .sync_data()
             .map_err(|e| io_err("fdatasync", &log_path, e))?;
@@ -486,11 +581,11 @@ impl Storage for FileStorage {
 
         let written = encoded.bytes.len() as u64;
         self.log_end += written;
-        self.len += group
-            .runs
-            .iter()
-            .map(|r| r.entries.len() as u64)
-            .sum::<u64>();
+        for run in &group.runs {
+            self.held
+                .insert(run.first_index..run.first_index + run.entries.len() as u64);
+        }
+        self.note_extra(&group.extra_nodes);
         if group.head.is_some() {
             self.head = group.head;
         }
@@ -509,7 +604,7 @@ impl Storage for FileStorage {
     }
 
     fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
-        if index >= self.len {
+        if self.held.containing(index).is_none() {
             return Ok(None);
         }
         let mut rec = [0u8; INDEX_RECORD as usize];
@@ -529,8 +624,68 @@ impl Storage for FileStorage {
         Ok(Some(buf))
     }
 
+    fn entries(&self, start: u64, end: u64, max_bytes: usize) -> Result<Vec<Vec<u8>>, LogError> {
+        let Some(run) = self.held.containing(start) else {
+            return Ok(Vec::new());
+        };
+        let end = end.min(run.end);
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        // The index records in one read, then one read per stretch of the log where the
+        // entries sit back to back (one group's, separated by their 4-byte lengths), up to
+        // `max_bytes`.
+        let count = (end - start).min(1 << 20);
+        let mut recs = vec![0u8; (count * INDEX_RECORD) as usize];
+        self.index
+            .read_exact_at(&mut recs, start * INDEX_RECORD)
+            .map_err(|e| io_err("read", &self.path("index"), e))?;
+        let mut spans: Vec<(u64, usize)> = Vec::new();
+        let mut bytes = 0usize;
+        let mut r = Reader::new("index record", &recs);
+        for _ in 0..count {
+            if bytes >= max_bytes {
+                break;
+            }
+            let offset = r.u64()?;
+            let len = r.u32()? as usize;
+            if offset == 0 {
+                return Err(LogError::MissingEntry {
+                    index: start + spans.len() as u64,
+                });
+            }
+            bytes += len;
+            spans.push((offset, len));
+        }
+        let mut out = Vec::with_capacity(spans.len());
+        let mut i = 0;
+        while i < spans.len() {
+            let first = spans[i].0;
+            let mut j = i + 1;
+            let mut stretch_end = first + spans[i].1 as u64;
+            while j < spans.len() && spans[j].0 == stretch_end + 4 {
+                stretch_end = spans[j].0 + spans[j].1 as u64;
+                j += 1;
+            }
+            let mut buf = vec![0u8; (stretch_end - first) as usize];
+            self.log
+                .read_exact_at(&mut buf, first)
+                .map_err(|e| io_err("read", &self.path("log"), e))?;
+            for &(offset, len) in &spans[i..j] {
+                let at = (offset - first) as usize;
+                out.push(buf[at..at + len].to_vec());
+            }
+            i = j;
+        }
+        Ok(out)
+    }
+
     fn len(&self) -> u64 {
-        self.len
+        self.held.end()
+    }
+
+    fn held(&self) -> Vec<Range<u64>> {
+        self.held.to_vec()
     }
 
     fn head(&self) -> Option<SignedTreeHead> {
@@ -593,17 +748,34 @@ impl Storage for FileStorage {
 }
 
 fn encode_checkpoint(cp: &Checkpoint) -> Vec<u8> {
-    let mut w = Writer::with_capacity(4 + 1 + 16 + 1 + SignedTreeHead::ENCODED_LEN + 32);
+    let mut w = Writer::with_capacity(
+        4 + 1
+            + 8
+            + 1
+            + SignedTreeHead::ENCODED_LEN
+            + 8
+            + 16 * cp.held.count()
+            + 8 * cp.extra.len()
+            + 32,
+    );
     w.bytes(CHECKPOINT_MAGIC);
     w.u8(CHECKPOINT_VERSION);
     w.u64(cp.log_offset);
-    w.u64(cp.len);
     match &cp.head {
         None => w.u8(0),
         Some(h) => {
             w.u8(1);
             h.encode_into(&mut w);
         }
+    }
+    w.u32(cp.held.count() as u32);
+    for r in cp.held.iter() {
+        w.u64(r.start);
+        w.u64(r.end);
+    }
+    w.u32(cp.extra.len() as u32);
+    for x in &cp.extra {
+        w.u64(*x);
     }
     let mut bytes = w.into_vec();
     let sum = blake3::hash(&bytes);
@@ -627,20 +799,57 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, LogError> {
     if r.take(4)? != CHECKPOINT_MAGIC {
         return Err(bad("no checkpoint magic"));
     }
-    r.version(CHECKPOINT_VERSION)?;
+    let version = r.u8()?;
     let log_offset = r.u64()?;
-    let len = r.u64()?;
-    let head = match r.u8()? {
-        0 => None,
-        1 => Some(SignedTreeHead::decode_from(&mut r)?),
-        _ => return Err(bad("bad head flag")),
+    let mut held = RangeSet::new();
+    let mut extra = Vec::new();
+    let head = match version {
+        // Version 1: a dense store of `len` entries.
+        1 => {
+            held.insert(0..r.u64()?);
+            decode_head_flag(&mut r)?
+        }
+        2 => {
+            let head = decode_head_flag(&mut r)?;
+            for _ in 0..r.u32()? {
+                let (start, end) = (r.u64()?, r.u64()?);
+                if start >= end || start < held.end() || end > crate::MAX_LENGTH {
+                    return Err(bad("its ranges are not in order"));
+                }
+                held.insert(start..end);
+            }
+            for _ in 0..r.u32()? {
+                let x = r.u64()?;
+                if x >= flat::node_bound(crate::MAX_LENGTH) {
+                    return Err(bad("an extra node is out of range"));
+                }
+                extra.push(x);
+            }
+            head
+        }
+        version => {
+            return Err(LogError::UnsupportedVersion {
+                what: "checkpoint",
+                version,
+                supported: CHECKPOINT_VERSION,
+            });
+        }
     };
     r.finish()?;
     Ok(Checkpoint {
         log_offset,
-        len,
+        held,
+        extra,
         head,
     })
+}
+
+fn decode_head_flag(r: &mut Reader<'_>) -> Result<Option<SignedTreeHead>, LogError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(SignedTreeHead::decode_from(r)?)),
+        _ => Err(r.error("bad head flag".to_owned())),
+    }
 }
 
 fn lock_dir(dir: &Path) -> Result<File, LogError> {

@@ -1,13 +1,18 @@
 //! A store in memory: for tests, and for logs that need not outlive the process.
 
-use super::{Group, Storage, StorageStats, check_dense};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+
+use super::{Group, Storage, StorageStats, check_runs};
+use crate::ranges::RangeSet;
 use crate::{ForkEvidence, Hash, LogError, NodeSource, SignedTreeHead};
 
-/// Entries, nodes and heads in `Vec`s. "Durable" means "until dropped".
+/// Entries, nodes and heads in maps; dense or sparse. "Durable" means "until dropped".
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
-    entries: Vec<Vec<u8>>,
-    nodes: Vec<Option<Hash>>,
+    entries: BTreeMap<u64, Vec<u8>>,
+    held: RangeSet,
+    nodes: HashMap<u64, Hash>,
     head: Option<SignedTreeHead>,
     forks: Vec<ForkEvidence>,
     stats: StorageStats,
@@ -18,33 +23,26 @@ impl MemoryStorage {
     pub fn new() -> Self {
         Self::default()
     }
-
-    fn put_node(&mut self, x: u64, h: Hash) -> Result<(), LogError> {
-        let i = usize::try_from(x).map_err(|_| LogError::Storage {
-            reason: format!("node {x} is beyond a memory store"),
-        })?;
-        if self.nodes.len() <= i {
-            self.nodes.resize(i + 1, None);
-        }
-        self.nodes[i] = Some(h);
-        Ok(())
-    }
 }
 
 impl NodeSource for MemoryStorage {
     fn node(&self, flat_index: u64) -> Result<Option<Hash>, LogError> {
-        self.nodes.node(flat_index)
+        Ok(self.nodes.get(&flat_index).copied())
     }
 }
 
 impl Storage for MemoryStorage {
     fn append(&mut self, group: Group) -> Result<(), LogError> {
-        check_dense(self.len(), &group)?;
+        check_runs(&self.held, &group)?;
         for (x, h) in group.derived_nodes.iter().chain(&group.extra_nodes) {
-            self.put_node(*x, *h)?;
+            self.nodes.insert(*x, *h);
         }
         for run in group.runs {
-            self.entries.extend(run.entries);
+            let end = run.first_index + run.entries.len() as u64;
+            self.held.insert(run.first_index..end);
+            for (i, e) in (run.first_index..).zip(run.entries) {
+                self.entries.insert(i, e);
+            }
         }
         if group.head.is_some() {
             self.head = group.head;
@@ -55,13 +53,31 @@ impl Storage for MemoryStorage {
     }
 
     fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
-        Ok(usize::try_from(index)
-            .ok()
-            .and_then(|i| self.entries.get(i).cloned()))
+        Ok(self.entries.get(&index).cloned())
+    }
+
+    fn entries(&self, start: u64, end: u64, max_bytes: usize) -> Result<Vec<Vec<u8>>, LogError> {
+        let Some(run) = self.held.containing(start) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (_, e) in self.entries.range(start..end.min(run.end)) {
+            if bytes >= max_bytes {
+                break;
+            }
+            bytes += e.len();
+            out.push(e.clone());
+        }
+        Ok(out)
     }
 
     fn len(&self) -> u64 {
-        self.entries.len() as u64
+        self.held.end()
+    }
+
+    fn held(&self) -> Vec<Range<u64>> {
+        self.held.to_vec()
     }
 
     fn head(&self) -> Option<SignedTreeHead> {

@@ -1,6 +1,8 @@
 //! Helpers shared by the log's integration tests.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod pipe;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -117,8 +119,16 @@ impl<S: Storage> Storage for Faulty<S> {
         self.inner.entry(index)
     }
 
+    fn entries(&self, start: u64, end: u64, max_bytes: usize) -> Result<Vec<Vec<u8>>, LogError> {
+        self.inner.entries(start, end, max_bytes)
+    }
+
     fn len(&self) -> u64 {
         self.inner.len()
+    }
+
+    fn held(&self) -> Vec<std::ops::Range<u64>> {
+        self.inner.held()
     }
 
     fn head(&self) -> Option<SignedTreeHead> {
