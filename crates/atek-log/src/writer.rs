@@ -134,7 +134,9 @@ impl Log {
             }
         };
         let length = head.head.length;
-        let dense = if length == 0 { vec![] } else { vec![0..length] };
+        let dense: Vec<_> = std::iter::once(0..length)
+            .filter(|r| !r.is_empty())
+            .collect();
         if storage.held() != dense {
             return Err(LogError::Storage {
                 reason: format!(

@@ -105,7 +105,49 @@ async fn five_and_crash(tmp: &Path) -> (PathBuf, Vec<Vec<u8>>) {
     }
     let image = crash_image(&dir, &tmp.join("image"));
     log.close().await.unwrap();
+    // The zeros the log is preallocated with (tested on their own below) would sit
+    // between the last frame and whatever these tests do to the file's end.
+    let bytes = fs::read(log_file(&image)).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    fs::write(log_file(&image), &bytes[..end]).unwrap();
     (image, model)
+}
+
+/// A crash leaves the log's preallocated zeros after its last frame: opening takes them
+/// for the end (quietly: they are not damage) and a clean close gives them back.
+#[tokio::test]
+async fn a_crash_leaves_preallocated_zeros_that_opening_takes_for_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("live");
+    let log = Log::create(&dir, key(1)).unwrap();
+    let mut model = Vec::new();
+    for i in 0..5 {
+        let e = entry(i, 100);
+        log.append(e.clone()).await.unwrap();
+        model.push(e);
+    }
+    let image = crash_image(&dir, &tmp.path().join("image"));
+    log.close().await.unwrap();
+    let crashed = fs::read(log_file(&image)).unwrap();
+    let end = crashed.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!(
+        crashed.len() > end + 4096,
+        "the log is preallocated ahead of its end"
+    );
+    // A clean close trims it.
+    assert_eq!(
+        fs::metadata(log_file(&dir)).unwrap().len() as usize,
+        end,
+        "closed cleanly, the log holds no zeros"
+    );
+    let log = Log::open(&image, key(1)).unwrap();
+    check_against_model(&log, &model).await;
+    log.append(entry(5, 100)).await.unwrap();
+    model.push(entry(5, 100));
+    log.close().await.unwrap();
+    let log = Log::open(&image, key(1)).unwrap();
+    check_against_model(&log, &model).await;
+    log.close().await.unwrap();
 }
 
 fn log_file(dir: &Path) -> PathBuf {

@@ -16,6 +16,8 @@ use crate::wire::{Reader, Writer};
 use crate::{ForkEvidence, Hash, LogError, NodeSource, SignedTreeHead, flat, frame};
 
 /// Log bytes written between two checkpoints, by default.
+/// How much of the `log` file is allocated ahead of its end.
+const PREALLOCATE: u64 = 4 << 20;
 const CHECKPOINT_EVERY: u64 = 4 << 20;
 /// Bytes per `index` record: the entry's offset in `log` (u64 BE) and its length (u32 BE).
 const INDEX_RECORD: u64 = 12;
@@ -35,6 +37,10 @@ pub struct FileStorage {
     /// Holds the directory's `flock` for as long as the store is open.
     _lock: File,
     log_end: u64,
+    /// How far the `log` file is allocated ([`PREALLOCATE`] ahead of `log_end`).
+    allocated: u64,
+    /// False once the file system refused to preallocate.
+    can_preallocate: bool,
     /// The entries held.
     held: RangeSet,
     /// Nodes held that are not over held entries (a replica's proof siblings and the nodes
@@ -136,6 +142,8 @@ impl FileStorage {
             tree,
             _lock: lock,
             log_end,
+            allocated: log_end,
+            can_preallocate: true,
             held: RangeSet::new(),
             extra: BTreeSet::new(),
             head: None,
@@ -283,6 +291,15 @@ impl FileStorage {
     fn scan(&mut self, mut offset: u64, peaks: &mut Option<Peaks>) -> Result<(), LogError> {
         let mut log_id = self.head.map(|h| h.head.log_id);
         while offset < self.log_end {
+            if self.preallocated_from(offset)? {
+                // The zeros the log was preallocated with: its end, not damage.
+                self.log
+                    .set_len(offset)
+                    .map_err(|e| io_err("truncate", &self.path("log"), e))?;
+                self.log_end = offset;
+                self.allocated = offset;
+                break;
+            }
             let (frame_len, decoded) = match self.read_frame(offset) {
                 Ok(frame) => frame,
                 Err(frame::FrameError::Bad(e)) => {
@@ -381,6 +398,33 @@ impl FileStorage {
         }
     }
 
+    /// Whether the log holds only zeros from `offset` on: the space
+    /// [`FileStorage::append`] preallocated and a crash left behind (a clean close trims
+    /// it, so this reads at most [`PREALLOCATE`] bytes, and only after a crash). A frame
+    /// never starts with a zero byte.
+    fn preallocated_from(&self, offset: u64) -> Result<bool, LogError> {
+        let mut first = [0u8; 1];
+        self.log
+            .read_exact_at(&mut first, offset)
+            .map_err(|e| io_err("read", &self.path("log"), e))?;
+        if first[0] != 0 {
+            return Ok(false);
+        }
+        let mut block = vec![0u8; 64 << 10];
+        let mut at = offset;
+        while at < self.log_end {
+            let len = ((self.log_end - at) as usize).min(block.len());
+            self.log
+                .read_exact_at(&mut block[..len], at)
+                .map_err(|e| io_err("read", &self.path("log"), e))?;
+            if block[..len].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += len as u64;
+        }
+        Ok(true)
+    }
+
     /// The length and contents of the frame at `offset`, or why there is no complete,
     /// undamaged one. A damaged frame followed by another frame is not a torn tail but
     /// damage in the middle of the log, which is never truncated away.
@@ -420,6 +464,35 @@ impl FileStorage {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Allocates the `log` file [`PREALLOCATE`] bytes at a time ahead of `end`, so most
+    /// groups write into space the file already has: their fdatasync then does not also
+    /// commit a new file size (about 1.3x more syncs per second here). The zeros after the
+    /// last frame are the log's end to [`FileStorage::open`]; a clean close trims them.
+    fn preallocate(&mut self, end: u64) {
+        if end <= self.allocated || !self.can_preallocate {
+            return;
+        }
+        let target = end.next_multiple_of(PREALLOCATE);
+        match rustix::fs::fallocate(&self.log, rustix::fs::FallocateFlags::empty(), 0, target) {
+            Ok(()) => self.allocated = target,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot preallocate the log; appending without");
+                self.can_preallocate = false;
+            }
+        }
+    }
+
+    /// Gives back the preallocated space after the last frame.
+    fn trim(&mut self) -> Result<(), LogError> {
+        if self.allocated > self.log_end {
+            self.log
+                .set_len(self.log_end)
+                .map_err(|e| io_err("truncate", &self.path("log"), e))?;
+            self.allocated = self.log_end;
+        }
+        Ok(())
     }
 
     // ---- caches ----
@@ -562,6 +635,7 @@ impl Storage for FileStorage {
         let log_path = self.path("log");
         // Until the sync returns, the files' state is unknown.
         self.broken = true;
+        self.preallocate(offset + encoded.bytes.len() as u64);
         self.log
             .write_all_at(&encoded.bytes, offset)
             .map_err(|e| io_err("write", &log_path, e))?;
@@ -736,6 +810,7 @@ impl Storage for FileStorage {
         if self.broken {
             return Err(LogError::Poisoned);
         }
+        self.trim()?;
         if self.caches_suspect || self.since_checkpoint == 0 {
             return Ok(());
         }
