@@ -113,7 +113,7 @@ pub trait Storage: NodeSource + Send + 'static {
     fn held(&self) -> Vec<Range<u64>> {
         match self.len() {
             0 => Vec::new(),
-            n => vec![0..n],
+            n => std::iter::once(0..n).collect(),
         }
     }
 
