@@ -2,6 +2,8 @@
 //! wants (sparse), subscriptions and partial reads converge; a replica restarts mid-sync
 //! and resumes; a replica serves another; the live tail follows appends.
 #![allow(clippy::unwrap_used)]
+// Held ranges are compared as `Vec<Range<u64>>`, often of one range.
+#![allow(clippy::single_range_in_vec_init)]
 
 mod common;
 
