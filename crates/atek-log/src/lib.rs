@@ -14,8 +14,15 @@
 //! `log` file plus caches, recovered after a crash by truncating a torn tail) or a
 //! [`MemoryStorage`].
 //!
-//! The byte layouts, the signing domain, the file layout and the recovery rules are written
-//! down in `docs/log-format.md` at the root of the repository.
+//! A [`Replica`] holds a log without its key: only the heads and entries it verified (the
+//! ranges it asked for, with the nodes that proved them), in the same stores. The [`sync`]
+//! module is the replication protocol between a replica and anything holding the log: a
+//! versioned, sans-IO state machine over any byte stream, with batched [`RangeProof`]s,
+//! pipelined requests and live pushes of new heads and entries. A second history signed
+//! by the writer is caught, kept as [`ForkEvidence`] and never merged.
+//!
+//! The byte layouts, the signing domain, the file layout, the recovery rules and the
+//! protocol are written down in `docs/log-format.md` at the root of the repository.
 //!
 //! ```
 //! use atek_core::SecretKey;

@@ -117,7 +117,8 @@ enum Op {
     ToServer(usize),
     ServerOut(usize),
     ToReader(usize),
-    Restart,
+    /// Restart the replica, closing it first (a checkpoint) or not (as after a crash).
+    Restart(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -129,7 +130,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1usize..400).prop_map(Op::ToServer),
         4 => (1usize..8).prop_map(Op::ServerOut),
         5 => (1usize..5000).prop_map(Op::ToReader),
-        1 => Just(Op::Restart),
+        1 => any::<bool>().prop_map(Op::Restart),
     ]
 }
 
@@ -173,15 +174,21 @@ fn run(ops: Vec<Op>, dir: Option<&Path>) {
             Op::ToReader(n) => {
                 link.deliver_to_reader(n, &mut replica);
             }
-            Op::Restart => {
+            Op::Restart(clean) => {
                 // The session ends mid-stream; the replica (re)opens and a new one starts.
                 if let Some(d) = dir {
-                    drop(replica);
+                    let held = replica.held();
+                    if clean {
+                        drop(replica.close().unwrap());
+                    } else {
+                        drop(replica);
+                    }
                     replica = Replica::with_storage(
                         Box::new(FileStorage::open(d).unwrap()) as Box<dyn Storage>,
                         log_id,
                     )
                     .unwrap();
+                    assert_eq!(replica.held(), held);
                 }
                 link = Link::new(&replica);
                 link.server.set_batch_bytes(300);
