@@ -464,3 +464,64 @@ fn a_file_log_serves_a_file_replica() {
         ))
     ));
 }
+
+#[test]
+fn a_sparse_replica_reopens_from_its_checkpoint_or_its_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("replica");
+    let mut w = Writer::new(7);
+    w.append((0..100u32).map(|i| i.to_be_bytes().repeat(20)).collect());
+    let mut r = Replica::create(&dir, w.log.id()).unwrap();
+    let mut link = Link::new(&r);
+    link.server.set_batch_bytes(200);
+    link.reader.want(10..20);
+    link.reader.want(50..61);
+    link.reader.want(99..100);
+    link.settle(&w.log.source(), &mut r);
+    let held = vec![10..20, 50..61, 99..100];
+    assert_eq!(r.held(), held);
+    r.close().unwrap();
+    assert_eq!(
+        &std::fs::read(dir.join("checkpoint")).unwrap()[..5],
+        b"ACKP\x02"
+    );
+
+    let reopen = |dir: &Path| -> Replica<FileStorage> {
+        let r = Replica::open(dir, w.log.id()).unwrap();
+        assert_eq!(r.held(), held);
+        assert_eq!(r.head(), Some(w.log.head()));
+        check_replica(&r, &w);
+        r
+    };
+    let r = reopen(&dir);
+
+    // It serves what it holds to another replica, with proofs from the nodes it kept.
+    let mut other = Replica::memory(w.log.id());
+    let mut link = Link::new(&other);
+    link.reader.want(0..100);
+    let source = &r;
+    link.settle(&source, &mut other);
+    assert_eq!(other.held(), held);
+    check_replica(&other, &w);
+    drop(r);
+
+    // Its checkpoint is trusted: with it, damage to the first frame goes unread; without
+    // it, the whole log is read again and the damage refused.
+    let log_path = dir.join("log");
+    let mut bytes = std::fs::read(&log_path).unwrap();
+    let first = 10 + u32::from_be_bytes(bytes[6..10].try_into().unwrap()) as usize + 32;
+    bytes[first - 1] ^= 1;
+    std::fs::write(&log_path, &bytes).unwrap();
+    drop(reopen(&dir));
+    bytes[first - 1] ^= 1;
+    std::fs::write(&log_path, &bytes).unwrap();
+    std::fs::remove_file(dir.join("checkpoint")).unwrap();
+    drop(reopen(&dir));
+    bytes[first - 1] ^= 1;
+    std::fs::write(&log_path, &bytes).unwrap();
+    std::fs::remove_file(dir.join("checkpoint")).ok();
+    assert!(matches!(
+        Replica::open(&dir, w.log.id()),
+        Err(LogError::Corrupt { .. })
+    ));
+}
