@@ -14,8 +14,15 @@
 //! `log` file plus caches, recovered after a crash by truncating a torn tail) or a
 //! [`MemoryStorage`].
 //!
-//! The byte layouts, the signing domain, the file layout and the recovery rules are written
-//! down in `docs/log-format.md` at the root of the repository.
+//! A [`Replica`] holds a log without its key: only the heads and entries it verified (the
+//! ranges it asked for, with the nodes that proved them), in the same stores. The [`sync`]
+//! module is the replication protocol between a replica and anything holding the log: a
+//! versioned, sans-IO state machine over any byte stream, with batched [`RangeProof`]s,
+//! pipelined requests and live pushes of new heads and entries. A second history signed
+//! by the writer is caught, kept as [`ForkEvidence`] and never merged.
+//!
+//! The byte layouts, the signing domain, the file layout, the recovery rules and the
+//! protocol are written down in `docs/log-format.md` at the root of the repository.
 //!
 //! ```
 //! use atek_core::SecretKey;
@@ -100,6 +107,35 @@ pub use replica::{CheckedHead, HeadKind, Replica};
 pub use storage::{EntryRun, FileStorage, Group, MemoryStorage, Storage, StorageStats};
 pub use tree::{NodeSource, tree_root};
 pub use writer::{Log, LogSource};
+
+/// Decodes one frame of a log file (`docs/log-format.md` §6.1) as opening a log does, and
+/// returns the number of entries in it. For the fuzz targets; not part of the API.
+#[doc(hidden)]
+pub fn decode_log_frame(bytes: &[u8]) -> Result<u64, LogError> {
+    let torn = |reason: String| LogError::Decode {
+        what: "log frame",
+        reason,
+    };
+    let mut header = [0u8; frame::HEADER_LEN];
+    header.copy_from_slice(
+        bytes
+            .get(..frame::HEADER_LEN)
+            .ok_or_else(|| torn("shorter than a header".to_owned()))?,
+    );
+    let body = match frame::body_len(&header) {
+        Ok(len) => len,
+        Err(frame::FrameError::Torn(reason)) => return Err(torn(reason)),
+        Err(frame::FrameError::Bad(e)) => return Err(e),
+    };
+    if bytes.len() != frame::HEADER_LEN + body + frame::TRAILER_LEN {
+        return Err(torn("its length is not the header's".to_owned()));
+    }
+    match frame::decode(bytes) {
+        Ok(decoded) => Ok(decoded.group.entry_count()),
+        Err(frame::FrameError::Torn(reason)) => Err(torn(reason)),
+        Err(frame::FrameError::Bad(e)) => Err(e),
+    }
+}
 
 /// The largest entry a log takes, in bytes (4 MiB).
 pub const MAX_ENTRY_SIZE: usize = 4 << 20;

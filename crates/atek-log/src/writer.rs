@@ -134,9 +134,7 @@ impl Log {
             }
         };
         let length = head.head.length;
-        let dense: Vec<_> = std::iter::once(0..length)
-            .filter(|r| !r.is_empty())
-            .collect();
+        let dense: Vec<_> = (length > 0).then_some(0..length).into_iter().collect();
         if storage.held() != dense {
             return Err(LogError::Storage {
                 reason: format!(
@@ -371,6 +369,15 @@ impl Writer {
                 // Release the store (and its lock) before saying it is closed.
                 let result = self.release();
                 drop(self);
+                // Refuse new requests before answering: a caller that sends one once
+                // `close` returns must see the channel closed. (Were the receiver only
+                // dropped after the reply, a request sent in between could land in the
+                // channel after the receiver drained it and wait forever.) Requests
+                // already queued are dropped, which answers them `Closed`.
+                rx.close();
+                while let Ok(request) = rx.try_recv() {
+                    drop(request);
+                }
                 let _ = reply.send(result);
                 return;
             }

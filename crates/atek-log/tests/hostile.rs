@@ -3,6 +3,8 @@
 //! that floods or babbles. Each is refused, the replica stores nothing from the bad
 //! message, and the session ends with a reason (sent to the peer in a `Close` frame).
 #![allow(clippy::unwrap_used)]
+// Held ranges are compared as `Vec<Range<u64>>`, often of one range.
+#![allow(clippy::single_range_in_vec_init)]
 
 mod common;
 

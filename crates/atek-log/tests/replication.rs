@@ -2,6 +2,8 @@
 //! wants (sparse), subscriptions and partial reads converge; a replica restarts mid-sync
 //! and resumes; a replica serves another; the live tail follows appends.
 #![allow(clippy::unwrap_used)]
+// Held ranges are compared as `Vec<Range<u64>>`, often of one range.
+#![allow(clippy::single_range_in_vec_init)]
 
 mod common;
 
@@ -115,7 +117,8 @@ enum Op {
     ToServer(usize),
     ServerOut(usize),
     ToReader(usize),
-    Restart,
+    /// Restart the replica, closing it first (a checkpoint) or not (as after a crash).
+    Restart(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -127,7 +130,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1usize..400).prop_map(Op::ToServer),
         4 => (1usize..8).prop_map(Op::ServerOut),
         5 => (1usize..5000).prop_map(Op::ToReader),
-        1 => Just(Op::Restart),
+        1 => any::<bool>().prop_map(Op::Restart),
     ]
 }
 
@@ -171,15 +174,21 @@ fn run(ops: Vec<Op>, dir: Option<&Path>) {
             Op::ToReader(n) => {
                 link.deliver_to_reader(n, &mut replica);
             }
-            Op::Restart => {
+            Op::Restart(clean) => {
                 // The session ends mid-stream; the replica (re)opens and a new one starts.
                 if let Some(d) = dir {
-                    drop(replica);
+                    let held = replica.held();
+                    if clean {
+                        drop(replica.close().unwrap());
+                    } else {
+                        drop(replica);
+                    }
                     replica = Replica::with_storage(
                         Box::new(FileStorage::open(d).unwrap()) as Box<dyn Storage>,
                         log_id,
                     )
                     .unwrap();
+                    assert_eq!(replica.held(), held);
                 }
                 link = Link::new(&replica);
                 link.server.set_batch_bytes(300);
@@ -453,5 +462,66 @@ fn a_file_log_serves_a_file_replica() {
         Some(atek_log::sync::ServerEvent::Closed(
             CloseReason::Storage { .. }
         ))
+    ));
+}
+
+#[test]
+fn a_sparse_replica_reopens_from_its_checkpoint_or_its_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("replica");
+    let mut w = Writer::new(7);
+    w.append((0..100u32).map(|i| i.to_be_bytes().repeat(20)).collect());
+    let mut r = Replica::create(&dir, w.log.id()).unwrap();
+    let mut link = Link::new(&r);
+    link.server.set_batch_bytes(200);
+    link.reader.want(10..20);
+    link.reader.want(50..61);
+    link.reader.want(99..100);
+    link.settle(&w.log.source(), &mut r);
+    let held = vec![10..20, 50..61, 99..100];
+    assert_eq!(r.held(), held);
+    r.close().unwrap();
+    assert_eq!(
+        &std::fs::read(dir.join("checkpoint")).unwrap()[..5],
+        b"ACKP\x02"
+    );
+
+    let reopen = |dir: &Path| -> Replica<FileStorage> {
+        let r = Replica::open(dir, w.log.id()).unwrap();
+        assert_eq!(r.held(), held);
+        assert_eq!(r.head(), Some(w.log.head()));
+        check_replica(&r, &w);
+        r
+    };
+    let r = reopen(&dir);
+
+    // It serves what it holds to another replica, with proofs from the nodes it kept.
+    let mut other = Replica::memory(w.log.id());
+    let mut link = Link::new(&other);
+    link.reader.want(0..100);
+    let source = &r;
+    link.settle(&source, &mut other);
+    assert_eq!(other.held(), held);
+    check_replica(&other, &w);
+    drop(r);
+
+    // Its checkpoint is trusted: with it, damage to the first frame goes unread; without
+    // it, the whole log is read again and the damage refused.
+    let log_path = dir.join("log");
+    let mut bytes = std::fs::read(&log_path).unwrap();
+    let first = 10 + u32::from_be_bytes(bytes[6..10].try_into().unwrap()) as usize + 32;
+    bytes[first - 1] ^= 1;
+    std::fs::write(&log_path, &bytes).unwrap();
+    drop(reopen(&dir));
+    bytes[first - 1] ^= 1;
+    std::fs::write(&log_path, &bytes).unwrap();
+    std::fs::remove_file(dir.join("checkpoint")).unwrap();
+    drop(reopen(&dir));
+    bytes[first - 1] ^= 1;
+    std::fs::write(&log_path, &bytes).unwrap();
+    std::fs::remove_file(dir.join("checkpoint")).ok();
+    assert!(matches!(
+        Replica::open(&dir, w.log.id()),
+        Err(LogError::Corrupt { .. })
     ));
 }

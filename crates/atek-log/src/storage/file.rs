@@ -706,30 +706,32 @@ impl Storage for FileStorage {
         if start >= end {
             return Ok(Vec::new());
         }
-        // The index records in one read, then one read per stretch of the log where the
-        // entries sit back to back (one group's, separated by their 4-byte lengths), up to
-        // `max_bytes`.
-        let count = (end - start).min(1 << 20);
-        let mut recs = vec![0u8; (count * INDEX_RECORD) as usize];
-        self.index
-            .read_exact_at(&mut recs, start * INDEX_RECORD)
-            .map_err(|e| io_err("read", &self.path("index"), e))?;
+        // The index records in reads of up to 1,024, then one read per stretch of the log
+        // where the entries sit back to back (one group's, separated by their 4-byte
+        // lengths), up to `max_bytes`.
         let mut spans: Vec<(u64, usize)> = Vec::new();
         let mut bytes = 0usize;
-        let mut r = Reader::new("index record", &recs);
-        for _ in 0..count {
-            if bytes >= max_bytes {
-                break;
+        let mut at = start;
+        while at < end && bytes < max_bytes {
+            let count = (end - at).min(1024);
+            let mut recs = vec![0u8; (count * INDEX_RECORD) as usize];
+            self.index
+                .read_exact_at(&mut recs, at * INDEX_RECORD)
+                .map_err(|e| io_err("read", &self.path("index"), e))?;
+            let mut r = Reader::new("index record", &recs);
+            for _ in 0..count {
+                if bytes >= max_bytes {
+                    break;
+                }
+                let offset = r.u64()?;
+                let len = r.u32()? as usize;
+                if offset == 0 {
+                    return Err(LogError::MissingEntry { index: at });
+                }
+                bytes += len;
+                spans.push((offset, len));
+                at += 1;
             }
-            let offset = r.u64()?;
-            let len = r.u32()? as usize;
-            if offset == 0 {
-                return Err(LogError::MissingEntry {
-                    index: start + spans.len() as u64,
-                });
-            }
-            bytes += len;
-            spans.push((offset, len));
         }
         let mut out = Vec::with_capacity(spans.len());
         let mut i = 0;

@@ -7,14 +7,14 @@
 //! happened from `poll_event`. Any transport that carries bytes in order works: a TCP or
 //! QUIC stream, a pipe, a `Vec` in a test.
 //!
-//! - A [`ReaderSession`] drives a [`Replica`](crate::Replica): it sends
+//! - A [`ReaderSession`] drives a [`Replica`]: it sends
 //!   [`want`](ReaderSession::want)s (several in flight, answered in order, each in batches
 //!   with one range proof per batch) and an optional [`subscribe`](ReaderSession::subscribe)
 //!   to the live head and tail, and checks every head and batch against the replica
-//!   ([`Replica::check_head`](crate::Replica::check_head),
-//!   [`Replica::add_entries`](crate::Replica::add_entries)) before it is stored.
+//!   ([`Replica::check_head`],
+//!   [`Replica::add_entries`]) before it is stored.
 //! - A [`ServerSession`] answers from any [`Source`]: a writer's [`Log`](crate::Log)
-//!   (through [`Log::source`](crate::Log::source)) or a [`Replica`](crate::Replica). It
+//!   (through [`Log::source`](crate::Log::source)) or a [`Replica`]. It
 //!   reads from the source only when the caller asks for the next frame, so a slow
 //!   stream holds back the work, not memory.
 //!
