@@ -31,11 +31,6 @@ impl LogJournal {
     pub fn new(log: Log) -> Self {
         Self { log }
     }
-
-    /// The log.
-    pub fn log(&self) -> &Log {
-        &self.log
-    }
 }
 
 impl fmt::Debug for LogJournal {
@@ -148,6 +143,10 @@ impl Store for LogStore {
 
     fn view(&self, id: DbId) -> ViewLocation {
         ViewLocation::File(self.db_dir(id).join("view.redb"))
+    }
+
+    fn writable(&self, id: DbId) -> bool {
+        self.db_dir(id).join("key").exists()
     }
 }
 
