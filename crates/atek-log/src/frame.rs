@@ -29,8 +29,10 @@ pub(crate) struct Encoded {
     pub(crate) entry_spans: Vec<(usize, u32)>,
 }
 
-/// The size of a group's frame, to size buffers.
-pub(crate) fn encoded_len(group: &Group) -> usize {
+/// The size of a group's frame, worked out apart from the encoder (the tests check one
+/// against the other).
+#[cfg(test)]
+fn encoded_len(group: &Group) -> usize {
     let entries: usize = group
         .runs
         .iter()
@@ -41,14 +43,35 @@ pub(crate) fn encoded_len(group: &Group) -> usize {
 
 /// Encodes `group` (its derived nodes are left out: they are computed from the entries).
 pub(crate) fn encode(group: &Group) -> Result<Encoded, LogError> {
-    let mut w = Writer::with_capacity(encoded_len(group));
+    let mut frame = encode_prefix(&group.runs, group.extra_nodes.len(), group.head.is_some())?;
+    let tail = encode_tail(&group.extra_nodes, group.head.as_ref());
+    frame.bytes.extend_from_slice(&tail);
+    let sum = blake3::hash(&frame.bytes);
+    frame.bytes.extend_from_slice(sum.as_bytes());
+    Ok(frame)
+}
+
+/// The first part of a frame: its header and its runs of entries, which can be written
+/// before the rest is known. The rest is `extra_nodes` nodes and, if `has_head`, a head
+/// ([`encode_tail`]), then the trailer over both parts.
+pub(crate) fn encode_prefix(
+    runs: &[EntryRun],
+    extra_nodes: usize,
+    has_head: bool,
+) -> Result<Encoded, LogError> {
+    let entries: usize = runs
+        .iter()
+        .map(|r| 12 + r.entries.iter().map(|e| 4 + e.len()).sum::<usize>())
+        .sum();
+    let tail = tail_len(extra_nodes, has_head);
+    let mut w = Writer::with_capacity(HEADER_LEN + 4 + entries + tail + TRAILER_LEN);
     w.bytes(MAGIC);
     w.u8(VERSION);
     w.u8(0);
     w.u32(0); // body length, patched below
     let mut entry_spans = Vec::new();
-    w.u32(count(group.runs.len())?);
-    for run in &group.runs {
+    w.u32(count(runs.len())?);
+    for run in runs {
         w.u64(run.first_index);
         w.u32(count(run.entries.len())?);
         for e in &run.entries {
@@ -58,29 +81,45 @@ pub(crate) fn encode(group: &Group) -> Result<Encoded, LogError> {
             w.bytes(e);
         }
     }
-    w.u32(count(group.extra_nodes.len())?);
-    for (x, h) in &group.extra_nodes {
-        w.u64(*x);
-        w.bytes(h.as_bytes());
-    }
-    match &group.head {
-        None => w.u8(0),
-        Some(head) => {
-            w.u8(1);
-            head.encode_into(&mut w);
-        }
-    }
     let mut bytes = w.into_vec();
-    let body = bytes.len() - HEADER_LEN;
+    let body = bytes.len() - HEADER_LEN + tail;
     if body > MAX_BODY {
         return Err(LogError::Storage {
             reason: format!("a group of {body} bytes is larger than a frame may be"),
         });
     }
     bytes[6..10].copy_from_slice(&count(body)?.to_be_bytes());
-    let sum = blake3::hash(&bytes);
-    bytes.extend_from_slice(sum.as_bytes());
     Ok(Encoded { bytes, entry_spans })
+}
+
+/// The bytes of a frame's body after its runs (without the trailer).
+pub(crate) fn tail_len(extra_nodes: usize, has_head: bool) -> usize {
+    4 + 40 * extra_nodes
+        + 1
+        + if has_head {
+            SignedTreeHead::ENCODED_LEN
+        } else {
+            0
+        }
+}
+
+/// The rest of a frame's body after [`encode_prefix`]: the extra nodes and the head.
+pub(crate) fn encode_tail(extra_nodes: &[(u64, Hash)], head: Option<&SignedTreeHead>) -> Vec<u8> {
+    let mut w = Writer::with_capacity(tail_len(extra_nodes.len(), head.is_some()));
+    // The count fits: the prefix refused bodies over `MAX_BODY`.
+    w.u32(extra_nodes.len() as u32);
+    for (x, h) in extra_nodes {
+        w.u64(*x);
+        w.bytes(h.as_bytes());
+    }
+    match head {
+        None => w.u8(0),
+        Some(head) => {
+            w.u8(1);
+            head.encode_into(&mut w);
+        }
+    }
+    w.into_vec()
 }
 
 fn count(n: usize) -> Result<u32, LogError> {

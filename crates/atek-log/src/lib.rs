@@ -104,7 +104,7 @@ pub use head::{HEAD_SIGNING_DOMAIN, SignedTreeHead, TreeHead};
 pub use proof::{ConsistencyProof, InclusionProof, MAX_PATH};
 pub use range_proof::{MAX_SIBLINGS, ProvenNodes, RangeProof};
 pub use replica::{CheckedHead, HeadKind, Replica};
-pub use storage::{EntryRun, FileStorage, Group, MemoryStorage, Storage, StorageStats};
+pub use storage::{EntryRun, FileStorage, Group, MemoryStorage, Seal, Storage, StorageStats};
 pub use tree::{NodeSource, tree_root};
 pub use writer::{Log, LogSource};
 

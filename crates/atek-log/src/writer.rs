@@ -55,7 +55,6 @@ pub(crate) fn lock(store: &SharedStore) -> MutexGuard<'_, Option<Box<dyn Storage
 
 enum Request {
     Append {
-        leaves: Vec<Hash>,
         entries: Vec<Vec<u8>>,
         reply: oneshot::Sender<Result<Range<u64>, LogError>>,
     },
@@ -232,14 +231,7 @@ impl Log {
             let len = self.len();
             return Ok(len..len);
         }
-        // Leaf hashes are made here, on the callers' threads, not on the writer's.
-        let leaves = entries.iter().map(|e| Hash::leaf(e)).collect();
-        self.ask(|reply| Request::Append {
-            leaves,
-            entries,
-            reply,
-        })
-        .await?
+        self.ask(|reply| Request::Append { entries, reply }).await?
     }
 
     /// Entry `index`.
@@ -346,13 +338,9 @@ impl Writer {
             let mut next = Some(first);
             while let Some(request) = next.take() {
                 match request {
-                    Request::Append {
-                        leaves,
-                        entries,
-                        reply,
-                    } => {
+                    Request::Append { entries, reply } => {
                         bytes += entries.iter().map(Vec::len).sum::<usize>();
-                        appends.push((leaves, entries, reply));
+                        appends.push((entries, reply));
                     }
                     Request::Close { reply } => {
                         close = Some(reply);
@@ -437,65 +425,71 @@ impl Writer {
     }
 
     /// Writes every append as one group with one signed head and one sync, then answers.
-    fn commit(&mut self, appends: Vec<(Vec<Hash>, Vec<Vec<u8>>, AppendReply)>) {
+    ///
+    /// The leaves are hashed and the head signed here, inside
+    /// [`Storage::append_sealed`]: a file store has already handed a large group's entries
+    /// to the disk by then, so the hashing overlaps the write.
+    fn commit(&mut self, appends: Vec<(Vec<Vec<u8>>, AppendReply)>) {
         if appends.is_empty() {
             return;
         }
         if self.poisoned {
-            for (_, _, reply) in appends {
+            for (_, reply) in appends {
                 let _ = reply.send(Err(LogError::Poisoned));
             }
             return;
         }
         let start = self.peaks.len();
-        let mut peaks = self.peaks.clone();
-        let mut derived = Vec::new();
+        let mut end = start;
         let mut entries = Vec::new();
         let mut waiters: Vec<(Range<u64>, AppendReply)> = Vec::new();
-        for (leaves, batch, reply) in appends {
-            if peaks.len() + batch.len() as u64 > MAX_LENGTH {
+        for (batch, reply) in appends {
+            let n = batch.len() as u64;
+            if end + n > MAX_LENGTH {
                 let _ = reply.send(Err(LogError::LogFull { max: MAX_LENGTH }));
                 continue;
             }
-            let first = peaks.len();
-            for leaf in leaves {
-                peaks.append(leaf, |x, h| derived.push((x, h)));
-            }
+            waiters.push((end..end + n, reply));
+            end += n;
             entries.extend(batch);
-            waiters.push((first..peaks.len(), reply));
         }
         if entries.is_empty() {
             return;
         }
-        let head = TreeHead {
-            log_id: self.key.public(),
-            length: peaks.len(),
-            root: peaks.root(),
-        }
-        .sign(&self.key);
-        let result = head.and_then(|head| {
-            self.with_store(|s| {
-                s.append(Group {
-                    runs: vec![EntryRun {
-                        first_index: start,
-                        entries,
-                    }],
-                    derived_nodes: derived,
-                    extra_nodes: Vec::new(),
-                    head: Some(head),
-                })
-            })?;
-            Ok(head)
-        });
-        match result {
-            Ok(head) => {
+        let mut peaks = self.peaks.clone();
+        let mut signed = None;
+        let key = &self.key;
+        let mut seal = |runs: &[EntryRun]| {
+            let mut derived = Vec::new();
+            for e in runs.iter().flat_map(|r| &r.entries) {
+                peaks.append(Hash::leaf(e), |x, h| derived.push((x, h)));
+            }
+            let head = TreeHead {
+                log_id: key.public(),
+                length: peaks.len(),
+                root: peaks.root(),
+            }
+            .sign(key)?;
+            signed = Some(head);
+            Ok((derived, head))
+        };
+        let runs = vec![EntryRun {
+            first_index: start,
+            entries,
+        }];
+        let result = self.with_store(|s| s.append_sealed(runs, &mut seal));
+        match (result, signed) {
+            (Ok(()), Some(head)) => {
                 self.peaks = peaks;
                 self.head.send_replace(head);
                 for (range, reply) in waiters {
                     let _ = reply.send(Ok(range));
                 }
             }
-            Err(e) => {
+            (result, _) => {
+                let e = result.err().unwrap_or_else(|| LogError::Storage {
+                    reason: "the store wrote a group without sealing it".to_owned(),
+                });
                 tracing::error!(error = %e, "log group write failed; the log stops taking appends");
                 self.poisoned = true;
                 let e = Arc::new(e);

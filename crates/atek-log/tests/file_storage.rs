@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use atek_log::{FileStorage, ForkEvidence, Log, LogError, MAX_ENTRY_SIZE, Storage, TreeHead};
+use atek_log::{
+    EntryRun, FileStorage, ForkEvidence, Log, LogError, MAX_ENTRY_SIZE, Storage, TreeHead,
+};
 use common::{Faulty, check_against_model, key, mth};
 
 fn entry(i: u64, size: usize) -> Vec<u8> {
@@ -146,6 +148,46 @@ async fn a_crash_leaves_preallocated_zeros_that_opening_takes_for_the_end() {
     model.push(entry(5, 100));
     log.close().await.unwrap();
     let log = Log::open(&image, key(1)).unwrap();
+    check_against_model(&log, &model).await;
+    log.close().await.unwrap();
+}
+
+/// A writer's group whose seal fails (its entries already written to the file, as a large
+/// group's are before it is sealed) leaves the store refusing appends, and the log opens
+/// again at its last durable group, the unsealed entries cut as a torn frame.
+#[tokio::test]
+async fn a_group_whose_seal_fails_is_not_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("live");
+    let log = Log::create(&dir, key(1)).unwrap();
+    let model: Vec<Vec<u8>> = (0..3).map(|i| entry(i, 100)).collect();
+    log.append_batch(model.clone()).await.unwrap();
+    log.close().await.unwrap();
+
+    let mut store = FileStorage::open(&dir).unwrap();
+    let big: Vec<Vec<u8>> = (3..103).map(|i| entry(i, 1024)).collect();
+    let runs = vec![EntryRun {
+        first_index: 3,
+        entries: big,
+    }];
+    let mut sealed = false;
+    let result = store.append_sealed(runs, &mut |runs: &[EntryRun]| {
+        sealed = true;
+        assert_eq!(runs[0].entries.len(), 100);
+        Err(LogError::Storage {
+            reason: "no signature today".to_owned(),
+        })
+    });
+    assert!(sealed);
+    assert!(matches!(result, Err(LogError::Storage { .. })));
+    assert!(matches!(
+        store.append_sealed(Vec::new(), &mut |_: &[EntryRun]| unreachable!()),
+        Err(LogError::Poisoned)
+    ));
+    assert_eq!(store.len(), 3);
+    drop(store);
+
+    let log = Log::open(&dir, key(1)).unwrap();
     check_against_model(&log, &model).await;
     log.close().await.unwrap();
 }

@@ -9,16 +9,21 @@ use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{Group, Storage, StorageStats, check_runs, derive_nodes};
+use super::behind::WriteBehind;
+use super::{EntryRun, Group, Seal, Storage, StorageStats, check_runs, derive_nodes};
 use crate::ranges::RangeSet;
 use crate::tree::{Peaks, tree_root};
 use crate::wire::{Reader, Writer};
 use crate::{ForkEvidence, Hash, LogError, NodeSource, SignedTreeHead, flat, frame};
 
-/// Log bytes written between two checkpoints, by default.
 /// How much of the `log` file is allocated ahead of its end.
 const PREALLOCATE: u64 = 4 << 20;
+/// Log bytes written between two checkpoints, by default.
 const CHECKPOINT_EVERY: u64 = 4 << 20;
+/// A sealed group's entries of at least this many bytes start going to disk before the
+/// group is sealed (see [`start_writeback`]); below it the extra system call costs more
+/// than the overlap gains.
+const EARLY_WRITEBACK: usize = 32 << 10;
 /// Bytes per `index` record: the entry's offset in `log` (u64 BE) and its length (u32 BE).
 const INDEX_RECORD: u64 = 12;
 const CHECKPOINT_MAGIC: &[u8; 4] = b"ACKP";
@@ -32,8 +37,10 @@ const CHECKPOINT_VERSION: u8 = 2;
 pub struct FileStorage {
     dir: PathBuf,
     log: File,
-    index: File,
-    tree: File,
+    /// The `index` cache, its writes held back until a checkpoint.
+    index: WriteBehind,
+    /// The `tree` cache, likewise.
+    tree: WriteBehind,
     /// Holds the directory's `flock` for as long as the store is open.
     _lock: File,
     log_end: u64,
@@ -138,8 +145,8 @@ impl FileStorage {
         Ok(Self {
             dir,
             log,
-            index,
-            tree,
+            index: WriteBehind::new(index),
+            tree: WriteBehind::new(tree),
             _lock: lock,
             log_end,
             allocated: log_end,
@@ -251,14 +258,18 @@ impl FileStorage {
             .unwrap_or(0)
             .max(flat::node_bound(end));
         let tree_len = nodes * 32;
-        let (have_index, have_tree) = (file_len(&self.index), file_len(&self.tree));
+        let (have_index, have_tree) = (file_len(self.index.file()), file_len(self.tree.file()));
         if have_index < index_len || have_tree < tree_len {
             return Err("the caches are shorter than it says".to_owned());
         }
+        self.index.discard();
+        self.tree.discard();
         self.index
+            .file()
             .set_len(index_len)
             .map_err(|e| format!("truncating index: {e}"))?;
         self.tree
+            .file()
             .set_len(tree_len)
             .map_err(|e| format!("truncating tree: {e}"))?;
         let head = cp.head.ok_or_else(|| "it names no head".to_owned())?;
@@ -274,10 +285,14 @@ impl FileStorage {
     }
 
     fn reset_caches(&mut self) -> Result<(), LogError> {
+        self.index.discard();
+        self.tree.discard();
         self.index
+            .file()
             .set_len(0)
             .map_err(|e| io_err("truncate", &self.path("index"), e))?;
         self.tree
+            .file()
             .set_len(0)
             .map_err(|e| io_err("truncate", &self.path("tree"), e))?;
         self.held = RangeSet::new();
@@ -324,7 +339,7 @@ impl FileStorage {
                 }
             };
             let group = decoded.group;
-            check_runs(&self.held, &group)
+            check_runs(&self.held, &group.runs)
                 .map_err(|e| self.corrupt(format!("frame at offset {offset}: {e}")))?;
             self.absorb(offset, &group, &decoded.entry_spans, peaks)?;
             if let Some(head) = &group.head {
@@ -495,10 +510,66 @@ impl FileStorage {
         Ok(())
     }
 
+    fn write_log(&self, bytes: &[u8], offset: u64) -> Result<(), LogError> {
+        self.log
+            .write_all_at(bytes, offset)
+            .map_err(|e| io_err("write", &self.path("log"), e))
+    }
+
+    /// The rest of an append once its frame of `written` bytes is in the `log` file at
+    /// `offset`: the caches, the one sync that makes the group durable, and the store's
+    /// state. `entry_spans` are the frame's, for the entries of `runs` in order.
+    #[allow(clippy::too_many_arguments)]
+    fn commit_frame(
+        &mut self,
+        offset: u64,
+        written: u64,
+        entry_spans: &[(usize, u32)],
+        runs: &[EntryRun],
+        derived_nodes: &[(u64, Hash)],
+        extra_nodes: &[(u64, Hash)],
+        head: Option<SignedTreeHead>,
+    ) -> Result<(), LogError> {
+        let indexes = runs
+            .iter()
+            .flat_map(|r| r.first_index..r.first_index + r.entries.len() as u64);
+        let records: Vec<(u64, (usize, u32))> = indexes.zip(entry_spans.iter().copied()).collect();
+        self.write_index(offset, &records)?;
+        self.write_nodes(derived_nodes)?;
+        self.write_nodes(extra_nodes)?;
+        self.log
+            .sync_data()
+            .map_err(|e| io_err("fdatasync", &self.path("log"), e))?;
+        self.broken = false;
+
+        self.log_end += written;
+        for run in runs {
+            self.held
+                .insert(run.first_index..run.first_index + run.entries.len() as u64);
+        }
+        self.note_extra(extra_nodes);
+        if head.is_some() {
+            self.head = head;
+        }
+        self.since_checkpoint += written;
+        self.stats.groups += 1;
+        self.stats.syncs += 1;
+        self.stats.log_bytes += written;
+        if self.since_checkpoint >= self.checkpoint_every && !self.caches_suspect {
+            // The group is durable whatever happens here; a failed checkpoint only means
+            // the next open reads more of the log.
+            if let Err(e) = self.write_checkpoint() {
+                tracing::warn!(error = %e, "log checkpoint failed");
+            }
+        }
+        Ok(())
+    }
+
     // ---- caches ----
 
     /// Writes the index records of entries of a frame at `frame_offset`: per entry, its
-    /// index and where its bytes sit in the frame. No sync: the caches are derived data.
+    /// index and where its bytes sit in the frame. Held back in memory (see
+    /// [`WriteBehind`]) and never synced here: the caches are derived data.
     fn write_index(
         &mut self,
         frame_offset: u64,
@@ -519,14 +590,14 @@ impl FileStorage {
             }
             let buf = w.into_vec();
             self.index
-                .write_all_at(&buf, first * INDEX_RECORD)
+                .write_at(&buf, first * INDEX_RECORD)
                 .map_err(|e| io_err("write", &self.path("index"), e))?;
             self.stats.cache_bytes += buf.len() as u64;
         }
         Ok(())
     }
 
-    /// Writes nodes to the `tree` cache. No sync.
+    /// Writes nodes to the `tree` cache, held back in memory like the index records.
     fn write_nodes(&mut self, nodes: &[(u64, Hash)]) -> Result<(), LogError> {
         let mut nodes = nodes.to_vec();
         nodes.sort_unstable_by_key(|(x, _)| *x);
@@ -541,7 +612,7 @@ impl FileStorage {
                 i += 1;
             }
             self.tree
-                .write_all_at(&buf, first * 32)
+                .write_at(&buf, first * 32)
                 .map_err(|e| io_err("write", &self.path("tree"), e))?;
             self.stats.cache_bytes += buf.len() as u64;
         }
@@ -553,15 +624,27 @@ impl FileStorage {
         let tree_path = self.path("tree");
         let synced = self
             .index
-            .sync_data()
-            .map_err(|e| io_err("fdatasync", &index_path, e))
+            .flush()
+            .map_err(|e| io_err("write", &index_path, e))
             .and_then(|()| {
                 self.tree
+                    .flush()
+                    .map_err(|e| io_err("write", &tree_path, e))
+            })
+            .and_then(|()| {
+                self.index
+                    .file()
+                    .sync_data()
+                    .map_err(|e| io_err("fdatasync", &index_path, e))
+            })
+            .and_then(|()| {
+                self.tree
+                    .file()
                     .sync_data()
                     .map_err(|e| io_err("fdatasync", &tree_path, e))
             });
         if let Err(e) = synced {
-            // After a failed sync the kernel may have dropped the pages: never vouch for
+            // After a failed write or sync the kernel may have dropped the pages: never vouch for
             // these caches again; the next open re-derives them from the last checkpoint.
             self.caches_suspect = true;
             return Err(e);
@@ -610,6 +693,31 @@ impl FileStorage {
     }
 }
 
+/// Asks the kernel to start writing `len` bytes of `file` at `offset` to the disk now,
+/// without waiting (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that the `fdatasync`
+/// that follows finds most of the work done. It promises nothing about durability, so a
+/// failure is ignored: the sync then does all of the work.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn start_writeback(file: &File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range takes a file descriptor and three integers and touches no
+    // memory of this process; the descriptor stays open for the call (borrowed from
+    // `file`).
+    let rc = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if rc != 0 {
+        tracing::trace!(error = %std::io::Error::last_os_error(), "sync_file_range failed");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: usize) {}
+
 impl NodeSource for FileStorage {
     fn node(&self, flat_index: u64) -> Result<Option<Hash>, LogError> {
         let (s, e) = flat::leaf_span(flat_index);
@@ -629,52 +737,59 @@ impl Storage for FileStorage {
         if self.broken {
             return Err(LogError::Poisoned);
         }
-        check_runs(&self.held, &group)?;
+        check_runs(&self.held, &group.runs)?;
         let encoded = frame::encode(&group)?;
         let offset = self.log_end;
-        let log_path = self.path("log");
         // Until the sync returns, the files' state is unknown.
         self.broken = true;
         self.preallocate(offset + encoded.bytes.len() as u64);
-        self.log
-            .write_all_at(&encoded.bytes, offset)
-            .map_err(|e| io_err("write", &log_path, e))?;
-        let indexes = group
-            .runs
-            .iter()
-            .flat_map(|r| r.first_index..r.first_index + r.entries.len() as u64);
-        let records: Vec<(u64, (usize, u32))> =
-            indexes.zip(encoded.entry_spans.iter().copied()).collect();
-        self.write_index(offset, &records)?;
-        self.write_nodes(&group.derived_nodes)?;
-        self.write_nodes(&group.extra_nodes)?;
-        self.log
-            .sync_data()
-            .map_err(|e| io_err("fdatasync", &log_path, e))?;
-        self.broken = false;
+        self.write_log(&encoded.bytes, offset)?;
+        self.commit_frame(
+            offset,
+            encoded.bytes.len() as u64,
+            &encoded.entry_spans,
+            &group.runs,
+            &group.derived_nodes,
+            &group.extra_nodes,
+            group.head,
+        )
+    }
 
-        let written = encoded.bytes.len() as u64;
-        self.log_end += written;
-        for run in &group.runs {
-            self.held
-                .insert(run.first_index..run.first_index + run.entries.len() as u64);
+    /// Writes the frame in two parts: the header and entries first (handed to the disk at
+    /// once when they are large), then, once `seal` has hashed them and signed the head,
+    /// the head and the trailer. The disk writes the entries while the CPU seals them.
+    fn append_sealed(&mut self, runs: Vec<EntryRun>, seal: &mut Seal<'_>) -> Result<(), LogError> {
+        if self.broken {
+            return Err(LogError::Poisoned);
         }
-        self.note_extra(&group.extra_nodes);
-        if group.head.is_some() {
-            self.head = group.head;
+        check_runs(&self.held, &runs)?;
+        let prefix = frame::encode_prefix(&runs, 0, true)?;
+        let offset = self.log_end;
+        let total = prefix.bytes.len() + frame::tail_len(0, true) + frame::TRAILER_LEN;
+        self.broken = true;
+        self.preallocate(offset + total as u64);
+        self.write_log(&prefix.bytes, offset)?;
+        if prefix.bytes.len() >= EARLY_WRITEBACK {
+            start_writeback(&self.log, offset, prefix.bytes.len());
         }
-        self.since_checkpoint += written;
-        self.stats.groups += 1;
-        self.stats.syncs += 1;
-        self.stats.log_bytes += written;
-        if self.since_checkpoint >= self.checkpoint_every && !self.caches_suspect {
-            // The group is durable whatever happens here; a failed checkpoint only means
-            // the next open reads more of the log.
-            if let Err(e) = self.write_checkpoint() {
-                tracing::warn!(error = %e, "log checkpoint failed");
-            }
-        }
-        Ok(())
+        let mut sum = blake3::Hasher::new();
+        sum.update(&prefix.bytes);
+        // A failed seal leaves the store broken: the entries written past the log's end are
+        // a torn frame to the next open, which cuts it.
+        let (derived, head) = seal(&runs)?;
+        let mut rest = frame::encode_tail(&[], Some(&head));
+        sum.update(&rest);
+        rest.extend_from_slice(sum.finalize().as_bytes());
+        self.write_log(&rest, offset + prefix.bytes.len() as u64)?;
+        self.commit_frame(
+            offset,
+            total as u64,
+            &prefix.entry_spans,
+            &runs,
+            &derived,
+            &[],
+            Some(head),
+        )
     }
 
     fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, LogError> {

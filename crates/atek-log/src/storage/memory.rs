@@ -33,7 +33,7 @@ impl NodeSource for MemoryStorage {
 
 impl Storage for MemoryStorage {
     fn append(&mut self, group: Group) -> Result<(), LogError> {
-        check_runs(&self.held, &group)?;
+        check_runs(&self.held, &group.runs)?;
         for (x, h) in group.derived_nodes.iter().chain(&group.extra_nodes) {
             self.nodes.insert(*x, *h);
         }

@@ -1,5 +1,6 @@
 //! Where a log's groups live: the [`Storage`] trait and its two backends.
 
+mod behind;
 mod file;
 mod memory;
 
@@ -81,6 +82,23 @@ pub trait Storage: NodeSource + Send + 'static {
     /// Makes `group` durable. Its runs must not overlap each other or the entries held.
     fn append(&mut self, group: Group) -> Result<(), LogError>;
 
+    /// Makes durable a writer's group whose nodes and head are made from its entries:
+    /// `seal` gets the runs and returns the nodes they derive and the new signed head; the
+    /// group is then `runs` with those nodes and that head, as with [`Storage::append`].
+    ///
+    /// A store may start writing the entries before it calls `seal`, so that the disk
+    /// works while the entries are hashed and the head signed. When `seal` fails, nothing
+    /// of the group counts: the store is as after a failed `append`.
+    fn append_sealed(&mut self, runs: Vec<EntryRun>, seal: &mut Seal<'_>) -> Result<(), LogError> {
+        let (derived_nodes, head) = seal(&runs)?;
+        self.append(Group {
+            runs,
+            derived_nodes,
+            extra_nodes: Vec::new(),
+            head: Some(head),
+        })
+    }
+
     /// Entry `index`, or `None` if the store does not hold it.
     fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, LogError>;
 
@@ -138,10 +156,18 @@ pub trait Storage: NodeSource + Send + 'static {
     }
 }
 
+/// What [`Storage::append_sealed`] calls with a group's runs: it returns the nodes they
+/// derive (as [`Group::derived_nodes`]) and the head that covers the log once they are in.
+pub type Seal<'a> =
+    dyn FnMut(&[EntryRun]) -> Result<(Vec<(u64, Hash)>, SignedTreeHead), LogError> + 'a;
+
 /// A boxed store is a store, so that the backend can be picked at run time.
 impl<S: Storage + ?Sized> Storage for Box<S> {
     fn append(&mut self, group: Group) -> Result<(), LogError> {
         (**self).append(group)
+    }
+    fn append_sealed(&mut self, runs: Vec<EntryRun>, seal: &mut Seal<'_>) -> Result<(), LogError> {
+        (**self).append_sealed(runs, seal)
     }
     fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
         (**self).entry(index)
@@ -174,9 +200,9 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
 
 /// Refuses a group whose runs overlap each other or the entries `held`, are out of order,
 /// or reach past the log's length limit.
-pub(crate) fn check_runs(held: &RangeSet, group: &Group) -> Result<(), LogError> {
+pub(crate) fn check_runs(held: &RangeSet, runs: &[EntryRun]) -> Result<(), LogError> {
     let mut after = 0u64;
-    for run in &group.runs {
+    for run in runs {
         let end = run
             .first_index
             .checked_add(run.entries.len() as u64)
