@@ -61,6 +61,21 @@ export function entry (i) {
   return Buffer.from(JSON.stringify(value(i)))
 }
 
+// Entry i of `size` bytes (at least 8) of the replication workloads: i as a big-endian u64,
+// then the words of new Rng(i), little-endian (bytes that do not compress). As workload.rs.
+export function replicateEntry (i, size) {
+  const b = Buffer.alloc(Math.max(size, 8))
+  b.writeBigUInt64BE(BigInt(i), 0)
+  const rng = new Rng(i)
+  let o = 8
+  for (; o + 4 <= size; o += 4) b.writeUInt32LE(rng.next(), o)
+  if (o < size) {
+    const w = rng.next()
+    for (let k = 0; o < size; k++, o++) b[o] = (w >>> (8 * k)) & 0xff
+  }
+  return b
+}
+
 // The entries the random gets read, in order.
 export function getOrder (records, gets) {
   const rng = new Rng(GET_SEED)
@@ -282,6 +297,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === new URL(import.meta.url
     key2: key(2),
     field7Head: field(7).slice(0, 16),
     get3: getOrder(100000, 3),
-    valueBytes: entry(99999).length
+    valueBytes: entry(99999).length,
+    replicate7Head: replicateEntry(7, 1024).subarray(0, 16).toString('hex')
   }))
 }

@@ -25,6 +25,8 @@ MEASURES = {
     "p50_us": "p50",
     "p99_us": "p99",
     "written_per_entry": "written/entry",
+    "entries_per_s": "entries/s",
+    "wire_per_entry_byte": "wire/data",
 }
 
 
@@ -70,8 +72,10 @@ def read_rows(directory):
 def fmt_value(unit, v):
     if v is None:
         return "-"
-    if unit == "ms":
-        return f"{v:.1f}"
+    if unit in ("ms", "MB/s"):
+        return f"{v:,.1f}"
+    if unit == "wire/data":
+        return f"{v:.3f}"
     return f"{v:,.0f}"
 
 
@@ -181,9 +185,16 @@ def summary(config, directory, out_path):
     print()
     print("durability (what an acknowledged write survives):")
     for s in systems:
-        d = next((r["durability"] for k, r in rows.items() if k[0] == s and "durability" in r), None)
-        if d:
-            print(f"  {s:<16} {d}")
+        # A system's rows may differ (the log's replication rows are about its replica): each
+        # durability once, with its workloads when there is more than one.
+        kinds = {}
+        for w in config.workloads:
+            r = rows.get((s, w))
+            if r and "durability" in r:
+                kinds.setdefault(r["durability"], []).append(w)
+        for d, workloads in kinds.items():
+            which = f" ({', '.join(workloads)})" if len(kinds) > 1 else ""
+            print(f"  {s:<16} {d}{which}")
     missing = sorted({(r["system"], r["not_measured"]) for r in rows.values() if "not_measured" in r})
     for s, why in missing:
         workloads = [k[1] for k, r in rows.items() if k[0] == s and "not_measured" in r]

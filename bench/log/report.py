@@ -15,9 +15,10 @@ from data_report import Config, Target, main  # noqa: E402
 
 CONFIG = Config(
     name="log",
-    title="Log benchmark: 1 KiB entries",
+    title="Log benchmark: 1 KiB entries (replicate64k: 64 KiB)",
     systems=["hypercore", "hypercore-fsync", "atek-log"],
-    workloads=["single", "concurrent32", "batch100", "bytes", "open_warm", "open_cold"],
+    workloads=["single", "concurrent32", "batch100", "bytes", "open_warm", "open_cold",
+               "replicate1k", "replicate64k"],
     ratios=[("atek-log/hypercore-fsync", "atek-log", "hypercore-fsync"),
             ("atek-log/hypercore", "atek-log", "hypercore")],
     # The targets for the log, all durable.
@@ -35,6 +36,11 @@ CONFIG = Config(
                records=1_000_000),
         Target("atek-log open 1M entries, cold", "atek-log", "open_cold", "<=", 50, "ms",
                records=1_000_000),
+        # Verified replication into a durable replica (it fdatasyncs each verified batch).
+        Target("atek-log replication, 1 KiB", "atek-log", "replicate1k", ">=", 100, "MB/s",
+               durable=True),
+        Target("atek-log replication, 64 KiB", "atek-log", "replicate64k", ">=", 300, "MB/s",
+               durable=True),
     ],
 )
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Log benchmark: the same 1 KiB entries appended to hypercore@11.37.1 (as shipped, and with
 # an fsync added) and to atek-log's file log; every row says how durable its appends are.
-# Also opening a log of 1M entries, warm and cold. See bench/README.md.
+# Also opening a log of 1M entries, warm and cold, and verified replication of a whole log
+# over loopback TCP (1 KiB and 64 KiB entries). See bench/README.md.
 #
 # Environment:
 #   BENCH_RUNS=3              runs of every system, interleaved; the table shows the median
@@ -10,9 +11,10 @@
 #   BENCH_BATCHES=100         batches of `batch100`
 #   BENCH_OPEN_ENTRIES=1000000  entries of the log `open` reopens (0: skip `open`)
 #   BENCH_OPEN_REPEATS=3      timed opens, warm and cold each, per run
+#   BENCH_REPLICATE_MIB=64    MiB of entries of the log replicate1k/replicate64k replicate (0: skip)
 #   BENCH_MAX_SECONDS=10      any timed loop stops after this long (the row says "cut")
 #   BENCH_SYSTEMS             a subset of: hypercore hypercore-fsync atek-log
-#   BENCH_WORKLOADS           a subset of: single bytes concurrent32 batch100 open
+#   BENCH_WORKLOADS           a subset of: single bytes concurrent32 batch100 open replicate1k replicate64k
 #   BENCH_STRICT=0            1: exit 1 if a target is missed (or not measured)
 #   BENCH_KEEP=0              1: keep the temporary directory (rows, stderr of each run)
 #   BENCH_BIN                 use this atek-data-bench instead of building one
@@ -26,19 +28,23 @@ data_init log
 HERE=$BENCH_DIR/log
 BENCH_OPEN_ENTRIES=${BENCH_OPEN_ENTRIES:-1000000}
 BENCH_OPEN_REPEATS=${BENCH_OPEN_REPEATS:-3}
-for v in BENCH_OPEN_ENTRIES BENCH_OPEN_REPEATS; do
+BENCH_REPLICATE_MIB=${BENCH_REPLICATE_MIB:-64}
+for v in BENCH_OPEN_ENTRIES BENCH_OPEN_REPEATS BENCH_REPLICATE_MIB; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, not '${!v}'"
 done
 ALL_SYSTEMS="hypercore hypercore-fsync atek-log"
-ALL_WORKLOADS=single,bytes,concurrent32,batch100,open
-# Opening does not depend on when appends are synced: the fsync variant only appends.
+# Opening does not depend on when appends are synced, and the fsync variant syncs the WAL of
+# its own appends, not a clone's: hypercore-fsync runs only the write workloads.
 WRITE_WORKLOADS=single,bytes,concurrent32,batch100
-if ((BENCH_OPEN_ENTRIES == 0)); then ALL_WORKLOADS=$WRITE_WORKLOADS; fi
+ALL_WORKLOADS=$WRITE_WORKLOADS
+if ((BENCH_OPEN_ENTRIES > 0)); then ALL_WORKLOADS+=,open; fi
+if ((BENCH_REPLICATE_MIB > 0)); then ALL_WORKLOADS+=,replicate1k,replicate64k; fi
 SYSTEMS=${BENCH_SYSTEMS:-$ALL_SYSTEMS}
 WANTED=${BENCH_WORKLOADS:-}
 for s in ${SYSTEMS//,/ }; do in_list "$s" "$ALL_SYSTEMS" || die "unknown system in BENCH_SYSTEMS: $s"; done
 for w in ${WANTED//,/ }; do in_list "$w" "$ALL_WORKLOADS" || die "unknown workload in BENCH_WORKLOADS: $w"; done
-OPEN_FLAGS=(--open-entries "$BENCH_OPEN_ENTRIES" --open-repeats "$BENCH_OPEN_REPEATS")
+LOG_FLAGS=(--open-entries "$BENCH_OPEN_ENTRIES" --open-repeats "$BENCH_OPEN_REPEATS"
+	--replicate-mib "$BENCH_REPLICATE_MIB")
 
 ensure_node
 npm_install "$HERE"
@@ -50,13 +56,13 @@ row_names() { local w=$1; echo "${w/open/open_warm,open_cold}"; }
 
 # ---------------------------------------------------------------------------------------
 # ATEK-LOG: the rows of atek-log's file log, from `atek-data-bench log`: the flags and rows
-# of `atek-data-bench adb`, plus --open-entries/--open-repeats and the rows
-# open_warm/open_cold, which carry `records`. A binary that cannot measure it (status 3,
-# as builds before `log` existed gave; see BENCH_BIN) gets every row printed as
-# "not measured: <its last line on stderr>".
+# of `atek-data-bench adb`, plus --open-entries/--open-repeats/--replicate-mib and the rows
+# open_warm/open_cold (which carry `records`), replicate1k and replicate64k. A binary that
+# cannot measure it (status 3, as builds before `log` existed gave; see BENCH_BIN) gets
+# every row printed as "not measured: <its last line on stderr>".
 measure_atek_log() {
 	local run=$1 workloads=$2 rc=0
-	run_once atek-log "$run" "$BENCH_BIN" log --workload "$workloads" "${COUNTS[@]}" "${OPEN_FLAGS[@]}" || rc=$?
+	run_once atek-log "$run" "$BENCH_BIN" log --workload "$workloads" "${COUNTS[@]}" "${LOG_FLAGS[@]}" || rc=$?
 	if ((rc == 3)); then
 		not_measured atek-log "$run" "$(row_names "$workloads")" \
 			"$(tail -n 1 "$WORK/logs/atek-log-r$run.err")"
@@ -79,7 +85,7 @@ measure() {
 	fi
 	[[ -n $workloads ]] || return 0
 	case $system in
-	hypercore) run_system "$system" "$run" node "$HERE/hypercore.mjs" --fsync 0 --workload "$workloads" "${COUNTS[@]}" "${OPEN_FLAGS[@]}" ;;
+	hypercore) run_system "$system" "$run" node "$HERE/hypercore.mjs" --fsync 0 --workload "$workloads" "${COUNTS[@]}" "${LOG_FLAGS[@]}" ;;
 	hypercore-fsync) run_system "$system" "$run" node "$HERE/hypercore.mjs" --fsync 1 --workload "$workloads" "${COUNTS[@]}" ;;
 	atek-log) measure_atek_log "$run" "$workloads" ;;
 	esac
@@ -91,4 +97,5 @@ report_summary \
 	node "$(node --version)" \
 	disk_dir "$WORK/stores" \
 	single "$BENCH_SINGLE" concurrent "$BENCH_CONCURRENT" batches "$BENCH_BATCHES" \
-	open_entries "$BENCH_OPEN_ENTRIES" open_repeats "$BENCH_OPEN_REPEATS" max_seconds "$BENCH_MAX_SECONDS"
+	open_entries "$BENCH_OPEN_ENTRIES" open_repeats "$BENCH_OPEN_REPEATS" \
+	replicate_mib "$BENCH_REPLICATE_MIB" max_seconds "$BENCH_MAX_SECONDS"

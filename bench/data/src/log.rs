@@ -8,6 +8,8 @@
 //! one fdatasync); `batch100` awaits one `Log::append_batch` of 100 entries at a time.
 //! `open` builds a log (untimed, in large batches), closes it and times `Log::open`, with
 //! the log's files in the page cache (warm) and just evicted from it (cold).
+//! `replicate1k` and `replicate64k` replicate a whole log into a durable replica over
+//! loopback TCP (`replicate.rs`).
 //!
 //! The rows carry the store's counters (`StorageStats`: groups, syncs, bytes written to the
 //! log file and to its caches) of the timed workload.
@@ -21,6 +23,7 @@ use atek_core::SecretKey;
 use atek_log::{Log, StorageStats};
 use serde_json::{Map, Value};
 
+use crate::replicate::ReplicateCounts;
 use crate::workload::{
     BATCH, Claims, Counts, Latencies, System, WRITERS, Workload, dir_bytes, emit, note, round,
     store_dir, value_text, written_so_far,
@@ -47,6 +50,13 @@ pub(crate) enum LogWorkload {
     /// Opening a log of `--open-entries` entries, warm and cold: rows `open_warm` and
     /// `open_cold`, in ms.
     Open,
+    /// Verified replication of a log of `--replicate-mib` MiB of 1 KiB entries into a
+    /// durable replica over loopback TCP: MB/s.
+    #[value(name = "replicate1k")]
+    Replicate1k,
+    /// The same with 64 KiB entries.
+    #[value(name = "replicate64k")]
+    Replicate64k,
     /// Every workload above.
     All,
 }
@@ -71,6 +81,8 @@ fn plan_order(asked: &[LogWorkload]) -> Vec<LogWorkload> {
             LogWorkload::Concurrent32,
             LogWorkload::Batch100,
             LogWorkload::Open,
+            LogWorkload::Replicate1k,
+            LogWorkload::Replicate64k,
         ]
     } else {
         asked.to_vec()
@@ -86,12 +98,19 @@ pub(crate) fn run(
     workloads: &[LogWorkload],
     counts: &Counts,
     open: &OpenCounts,
+    replicate: &ReplicateCounts,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting tokio")?;
-    runtime.block_on(run_all(dir, &plan_order(workloads), counts, open))
+    runtime.block_on(run_all(
+        dir,
+        &plan_order(workloads),
+        counts,
+        open,
+        replicate,
+    ))
 }
 
 fn system() -> System {
@@ -148,6 +167,7 @@ async fn run_all(
     plan: &[LogWorkload],
     counts: &Counts,
     open: &OpenCounts,
+    replicate: &ReplicateCounts,
 ) -> anyhow::Result<()> {
     let system = system();
 
@@ -269,6 +289,19 @@ async fn run_all(
     if plan.contains(&LogWorkload::Open) {
         measure_open(dir, &system, open).await?;
     }
+
+    let replica_system = System {
+        name: system.name.clone(),
+        durability: crate::replicate::DURABILITY.into(),
+    };
+    for (workload, name, size) in [
+        (LogWorkload::Replicate1k, "replicate1k", 1 << 10),
+        (LogWorkload::Replicate64k, "replicate64k", 64 << 10),
+    ] {
+        if plan.contains(&workload) {
+            crate::replicate::measure(dir, &replica_system, name, size, counts, replicate).await?;
+        }
+    }
     Ok(())
 }
 
@@ -380,7 +413,7 @@ mod tests {
             plan_order(&[LogWorkload::Open, LogWorkload::Single, LogWorkload::Open]),
             vec![LogWorkload::Single, LogWorkload::Open]
         );
-        assert_eq!(plan_order(&[LogWorkload::All]).len(), 5);
+        assert_eq!(plan_order(&[LogWorkload::All]).len(), 7);
     }
 
     #[test]

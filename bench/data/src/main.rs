@@ -19,6 +19,7 @@
 
 mod adb;
 mod log;
+mod replicate;
 mod sqlite;
 mod workload;
 
@@ -64,6 +65,8 @@ enum Command {
         counts: Counts,
         #[command(flatten)]
         open: log::OpenCounts,
+        #[command(flatten)]
+        replicate: replicate::ReplicateCounts,
     },
 }
 
@@ -91,7 +94,8 @@ fn main() -> ExitCode {
             workload,
             counts,
             open,
-        } => log::run(dir, workload, counts, open),
+            replicate,
+        } => log::run(dir, workload, counts, open, replicate),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -159,6 +159,20 @@ pub(crate) fn value_json(i: u32) -> Value {
     json!({ "data": field(i) })
 }
 
+/// Entry `i` of `size` bytes (at least 8) of the replication workloads: `i` as a big-endian
+/// u64, then the words of `Rng::new(i)`, little-endian (bytes that do not compress).
+pub(crate) fn replicate_entry(i: u32, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size.max(8));
+    out.extend_from_slice(&u64::from(i).to_be_bytes());
+    let mut rng = Rng::new(i);
+    while out.len() < size {
+        let word = rng.next_u32().to_le_bytes();
+        let take = (size - out.len()).min(4);
+        out.extend_from_slice(&word[..take]);
+    }
+    out
+}
+
 /// The entries the random gets read, in order: `gets` indexes below `records`.
 pub(crate) fn get_order(records: u32, gets: u32) -> Vec<u32> {
     let mut rng = Rng::new(GET_SEED);
@@ -391,10 +405,20 @@ mod tests {
         assert_eq!(&field(7)[..16], FIELD7_HEAD);
         assert_eq!(get_order(100_000, 3), GET3);
         assert_eq!(value_text(99_999).len(), VALUE_BYTES);
+        let e = replicate_entry(7, 1024);
+        assert_eq!(e.len(), 1024);
+        assert_eq!(
+            e[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+            REPLICATE7_HEAD
+        );
     }
 
     const FIELD7_HEAD: &str = "agijrvnvwzf6pi0w";
     const GET3: [u32; 3] = [48027, 82048, 49290];
+    const REPLICATE7_HEAD: &str = "0000000000000007a079a1142ae93949";
 
     #[test]
     fn quantiles_are_nearest_rank() {
