@@ -19,6 +19,10 @@ use crate::{
 const CHANNEL_CAPACITY: usize = 1024;
 /// A group stops taking appends once it holds this many bytes of entries.
 const MAX_GROUP_BYTES: usize = 64 << 20;
+/// An append of fewer bytes than this has its leaves hashed by the caller (many small
+/// appends from many callers hash in parallel); a larger one is hashed by the writer
+/// while the disk writes its entries (see [`Storage::append_sealed`]).
+const CALLER_HASHES_BELOW: usize = 16 << 10;
 
 /// A log that this process writes: a handle (cheap to clone, `Send + Sync`) to its writer
 /// thread.
@@ -56,6 +60,8 @@ pub(crate) fn lock(store: &SharedStore) -> MutexGuard<'_, Option<Box<dyn Storage
 enum Request {
     Append {
         entries: Vec<Vec<u8>>,
+        /// The entries' leaf hashes when the caller made them.
+        leaves: Option<Vec<Hash>>,
         reply: oneshot::Sender<Result<Range<u64>, LogError>>,
     },
     Get {
@@ -231,7 +237,15 @@ impl Log {
             let len = self.len();
             return Ok(len..len);
         }
-        self.ask(|reply| Request::Append { entries, reply }).await?
+        let bytes: usize = entries.iter().map(Vec::len).sum();
+        let leaves =
+            (bytes < CALLER_HASHES_BELOW).then(|| entries.iter().map(|e| Hash::leaf(e)).collect());
+        self.ask(|reply| Request::Append {
+            entries,
+            leaves,
+            reply,
+        })
+        .await?
     }
 
     /// Entry `index`.
@@ -309,6 +323,14 @@ struct Writer {
 
 type AppendReply = oneshot::Sender<Result<Range<u64>, LogError>>;
 
+/// An append taken from the channel, waiting for its group.
+struct Pending {
+    entries: Vec<Vec<u8>>,
+    /// The entries' leaf hashes when the caller made them.
+    leaves: Option<Vec<Hash>>,
+    reply: AppendReply,
+}
+
 impl Writer {
     /// Runs `f` on the store, or fails with [`LogError::Closed`] once it is released.
     fn with_store<T>(
@@ -338,9 +360,17 @@ impl Writer {
             let mut next = Some(first);
             while let Some(request) = next.take() {
                 match request {
-                    Request::Append { entries, reply } => {
+                    Request::Append {
+                        entries,
+                        leaves,
+                        reply,
+                    } => {
                         bytes += entries.iter().map(Vec::len).sum::<usize>();
-                        appends.push((entries, reply));
+                        appends.push(Pending {
+                            entries,
+                            leaves,
+                            reply,
+                        });
                     }
                     Request::Close { reply } => {
                         close = Some(reply);
@@ -426,15 +456,15 @@ impl Writer {
 
     /// Writes every append as one group with one signed head and one sync, then answers.
     ///
-    /// The leaves are hashed and the head signed here, inside
+    /// The head is signed (and the leaves of large appends hashed) here, inside
     /// [`Storage::append_sealed`]: a file store has already handed a large group's entries
     /// to the disk by then, so the hashing overlaps the write.
-    fn commit(&mut self, appends: Vec<(Vec<Vec<u8>>, AppendReply)>) {
+    fn commit(&mut self, appends: Vec<Pending>) {
         if appends.is_empty() {
             return;
         }
         if self.poisoned {
-            for (_, reply) in appends {
+            for Pending { reply, .. } in appends {
                 let _ = reply.send(Err(LogError::Poisoned));
             }
             return;
@@ -443,13 +473,21 @@ impl Writer {
         let mut end = start;
         let mut entries = Vec::new();
         let mut waiters: Vec<(Range<u64>, AppendReply)> = Vec::new();
-        for (batch, reply) in appends {
+        // Per append kept, its leaves if its caller hashed them.
+        let mut hashed: Vec<(usize, Option<Vec<Hash>>)> = Vec::new();
+        for Pending {
+            entries: batch,
+            leaves,
+            reply,
+        } in appends
+        {
             let n = batch.len() as u64;
             if end + n > MAX_LENGTH {
                 let _ = reply.send(Err(LogError::LogFull { max: MAX_LENGTH }));
                 continue;
             }
             waiters.push((end..end + n, reply));
+            hashed.push((batch.len(), leaves));
             end += n;
             entries.extend(batch);
         }
@@ -461,8 +499,22 @@ impl Writer {
         let key = &self.key;
         let mut seal = |runs: &[EntryRun]| {
             let mut derived = Vec::new();
-            for e in runs.iter().flat_map(|r| &r.entries) {
-                peaks.append(Hash::leaf(e), |x, h| derived.push((x, h)));
+            let mut all = runs.iter().flat_map(|r| &r.entries);
+            for (n, leaves) in &hashed {
+                let batch = all.by_ref().take(*n);
+                match leaves {
+                    Some(leaves) => {
+                        for &leaf in leaves {
+                            peaks.append(leaf, |x, h| derived.push((x, h)));
+                        }
+                        batch.for_each(drop);
+                    }
+                    None => {
+                        for e in batch {
+                            peaks.append(Hash::leaf(e), |x, h| derived.push((x, h)));
+                        }
+                    }
+                }
             }
             let head = TreeHead {
                 log_id: key.public(),
