@@ -19,10 +19,13 @@ use crate::{
 const CHANNEL_CAPACITY: usize = 1024;
 /// A group stops taking appends once it holds this many bytes of entries.
 const MAX_GROUP_BYTES: usize = 64 << 20;
-/// An append of fewer bytes than this has its leaves hashed by the caller (many small
-/// appends from many callers hash in parallel); a larger one is hashed by the writer
-/// while the disk writes its entries (see [`Storage::append_sealed`]).
+/// An append of fewer bytes than this has its leaves hashed by its caller before it is
+/// sent (many small appends from many callers hash in parallel). A larger one is hashed by
+/// two threads at once while the disk writes its entries: see [`Leaves`].
 const CALLER_HASHES_BELOW: usize = 16 << 10;
+/// A large append of fewer entries than this is hashed by the writer alone (a few large
+/// entries hash fast in one thread: BLAKE3 works across an entry's own chunks).
+const SPLIT_FROM_ENTRIES: usize = 8;
 
 /// A log that this process writes: a handle (cheap to clone, `Send + Sync`) to its writer
 /// thread.
@@ -60,8 +63,7 @@ pub(crate) fn lock(store: &SharedStore) -> MutexGuard<'_, Option<Box<dyn Storage
 enum Request {
     Append {
         entries: Vec<Vec<u8>>,
-        /// The entries' leaf hashes when the caller made them.
-        leaves: Option<Vec<Hash>>,
+        leaves: Leaves,
         reply: oneshot::Sender<Result<Range<u64>, LogError>>,
     },
     Get {
@@ -238,14 +240,42 @@ impl Log {
             return Ok(len..len);
         }
         let bytes: usize = entries.iter().map(Vec::len).sum();
-        let leaves =
-            (bytes < CALLER_HASHES_BELOW).then(|| entries.iter().map(|e| Hash::leaf(e)).collect());
-        self.ask(|reply| Request::Append {
-            entries,
-            leaves,
-            reply,
-        })
-        .await?
+        if bytes < CALLER_HASHES_BELOW {
+            let leaves = Leaves::Ready(entries.iter().map(|e| Hash::leaf(e)).collect());
+            return self
+                .ask(|reply| Request::Append {
+                    entries,
+                    leaves,
+                    reply,
+                })
+                .await?;
+        }
+        if entries.len() < SPLIT_FROM_ENTRIES {
+            return self
+                .ask(|reply| Request::Append {
+                    entries,
+                    leaves: Leaves::Writer,
+                    reply,
+                })
+                .await?;
+        }
+        // The writer hashes the first quarter after writing the entries out; this task
+        // hashes the rest (from a copy: the entries travel to the writer) meanwhile.
+        let from = entries.len() / 4;
+        let copy = entries[from..].to_vec();
+        let (leaves_tx, rest) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request::Append {
+                entries,
+                leaves: Leaves::Split { from, rest },
+                reply,
+            })
+            .await
+            .map_err(|_| LogError::Closed)?;
+        let _ = leaves_tx.send(copy.iter().map(|e| Hash::leaf(e)).collect());
+        drop(copy);
+        answer.await.map_err(|_| LogError::Closed)?
     }
 
     /// Entry `index`.
@@ -326,9 +356,53 @@ type AppendReply = oneshot::Sender<Result<Range<u64>, LogError>>;
 /// An append taken from the channel, waiting for its group.
 struct Pending {
     entries: Vec<Vec<u8>>,
-    /// The entries' leaf hashes when the caller made them.
-    leaves: Option<Vec<Hash>>,
+    leaves: Leaves,
     reply: AppendReply,
+}
+
+/// Who hashes an append's leaves.
+enum Leaves {
+    /// The caller did, before sending it.
+    Ready(Vec<Hash>),
+    /// The writer does, while the disk writes the entries.
+    Writer,
+    /// The writer hashes the entries before `from`; the caller hashes the rest at the same
+    /// time and sends their leaves. Should the caller be gone, the writer hashes them too.
+    Split {
+        from: usize,
+        rest: oneshot::Receiver<Vec<Hash>>,
+    },
+}
+
+impl Leaves {
+    /// Hands `leaf` the leaves of `entries` (this append's, all of which it consumes), in
+    /// order.
+    fn resolve<'e>(
+        self,
+        mut entries: impl Iterator<Item = &'e Vec<u8>>,
+        mut leaf: impl FnMut(Hash),
+    ) {
+        match self {
+            Leaves::Ready(leaves) => {
+                leaves.into_iter().for_each(leaf);
+                // Consumed all the same: the caller's iterator goes on after them.
+                entries.for_each(drop);
+            }
+            Leaves::Writer => entries.for_each(|e| leaf(Hash::leaf(e))),
+            Leaves::Split { from, rest } => {
+                for e in entries.by_ref().take(from) {
+                    leaf(Hash::leaf(e));
+                }
+                let rest_entries: Vec<&Vec<u8>> = entries.collect();
+                match rest.blocking_recv() {
+                    Ok(leaves) if leaves.len() == rest_entries.len() => {
+                        leaves.into_iter().for_each(leaf);
+                    }
+                    _ => rest_entries.into_iter().for_each(|e| leaf(Hash::leaf(e))),
+                }
+            }
+        }
+    }
 }
 
 impl Writer {
@@ -473,8 +547,8 @@ impl Writer {
         let mut end = start;
         let mut entries = Vec::new();
         let mut waiters: Vec<(Range<u64>, AppendReply)> = Vec::new();
-        // Per append kept, its leaves if its caller hashed them.
-        let mut hashed: Vec<(usize, Option<Vec<Hash>>)> = Vec::new();
+        // Per append kept, its entry count and who hashes its leaves.
+        let mut hashed: Vec<(usize, Leaves)> = Vec::new();
         for Pending {
             entries: batch,
             leaves,
@@ -500,21 +574,10 @@ impl Writer {
         let mut seal = |runs: &[EntryRun]| {
             let mut derived = Vec::new();
             let mut all = runs.iter().flat_map(|r| &r.entries);
-            for (n, leaves) in &hashed {
-                let batch = all.by_ref().take(*n);
-                match leaves {
-                    Some(leaves) => {
-                        for &leaf in leaves {
-                            peaks.append(leaf, |x, h| derived.push((x, h)));
-                        }
-                        batch.for_each(drop);
-                    }
-                    None => {
-                        for e in batch {
-                            peaks.append(Hash::leaf(e), |x, h| derived.push((x, h)));
-                        }
-                    }
-                }
+            for (n, leaves) in hashed.drain(..) {
+                leaves.resolve(all.by_ref().take(n), |leaf| {
+                    peaks.append(leaf, |x, h| derived.push((x, h)));
+                });
             }
             let head = TreeHead {
                 log_id: key.public(),
