@@ -364,6 +364,56 @@ async fn a_million_entries_open_fast() {
     log.close().await.unwrap();
 }
 
+/// Appends of every kind of hashing in one log, some at once so that groups mix them:
+/// small ones (hashed by their callers), a few large entries (by the writer), and large
+/// batches of many entries (by the caller and the writer together). The tree is the one
+/// of the entries in order, before and after reopening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_of_hashing_gives_the_same_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let log = Log::create(&dir, key(1)).unwrap();
+    let batches: Vec<Vec<Vec<u8>>> = (0..24u64)
+        .map(|b| match b % 4 {
+            0 => vec![entry(b, 100)],
+            1 => (0..3).map(|i| entry(b * 1000 + i, 40 << 10)).collect(),
+            2 => (0..100).map(|i| entry(b * 1000 + i, 1024)).collect(),
+            _ => (0..9).map(|i| entry(b * 1000 + i, 2048)).collect(),
+        })
+        .collect();
+    let mut model = Vec::new();
+    for round in batches.chunks(4) {
+        // Four at once; their order in the log is the order their ranges say.
+        let results = futures_join(&log, round).await;
+        let mut placed: Vec<_> = results.into_iter().zip(round).collect();
+        placed.sort_by_key(|(range, _)| range.start);
+        for (range, batch) in placed {
+            assert_eq!(range.start, model.len() as u64);
+            model.extend(batch.iter().cloned());
+        }
+    }
+    check_against_model(&log, &model).await;
+    log.close().await.unwrap();
+    let log = Log::open(&dir, key(1)).unwrap();
+    check_against_model(&log, &model).await;
+    log.close().await.unwrap();
+}
+
+async fn futures_join(log: &Log, batches: &[Vec<Vec<u8>>]) -> Vec<std::ops::Range<u64>> {
+    let tasks: Vec<_> = batches
+        .iter()
+        .map(|b| {
+            let (log, b) = (log.clone(), b.clone());
+            tokio::spawn(async move { log.append_batch(b).await.unwrap() })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 #[tokio::test]
 async fn one_awaited_append_is_one_sync_and_under_1_3_kib_per_kib() {
     let tmp = tempfile::tempdir().unwrap();
