@@ -231,6 +231,13 @@ impl SecretKey {
         Self(SigningKey::from_bytes(&seed))
     }
 
+    /// Its 32-byte seed (RFC 8032's "private key"), to hand the key to another Ed25519
+    /// library (iroh's endpoint identity). This is the secret itself; the copy is zeroed
+    /// when dropped.
+    pub fn to_seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes())
+    }
+
     /// Its public key.
     pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key().to_bytes())

@@ -1,0 +1,27 @@
+//! Atek's p2p layer on [iroh]: every node is an Ed25519 key, and peers dial each other by
+//! that key, hole punching through NATs or going through a relay when they cannot.
+//!
+//! - [`Node`] is an iroh endpoint with Atek's identity ([`atek_core::SecretKey`]), the
+//!   relays chosen in a [`NetConfig`] (never iroh's public ones unless asked for) and no
+//!   public address lookup unless asked for: tests and private setups stay off the internet.
+//! - [`beam`] is the encrypted pipe between two machines that share a passphrase (Spork's
+//!   and hyperbeam's `beam`): the passphrase derives the listener's and the connector's keys,
+//!   and the listener accepts only the connector.
+//!
+//! This crate knows nothing of logs, tables or the host.
+//!
+//! [iroh]: https://docs.rs/iroh
+
+pub mod beam;
+mod error;
+mod node;
+
+pub use error::NetError;
+pub use node::{DEFAULT_CONNECT_TIMEOUT, NetConfig, Node, PeerAddr};
+
+/// The iroh types a caller of this crate meets (streams, relay URLs), re-exported so that
+/// callers need not depend on iroh's exact version themselves.
+pub mod iroh {
+    pub use iroh::endpoint::{Connection, RecvStream, SendStream};
+    pub use iroh::{RelayConfig, RelayMap, RelayUrl};
+}

@@ -1,0 +1,239 @@
+//! A node: one iroh endpoint with an Atek key.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use atek_core::{PublicKey, SecretKey};
+use iroh::endpoint::{Connection, PortmapperConfig, presets};
+use iroh::{Endpoint, EndpointAddr, RelayConfig, RelayMap, RelayMode, RelayUrl, TransportAddr};
+
+use crate::NetError;
+
+/// The QUIC close code of a connection refused for who the peer is.
+pub(crate) const REFUSED: iroh::endpoint::VarInt = iroh::endpoint::VarInt::from_u32(403);
+
+/// How long a dial may take by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How a node reaches the network.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// The relays this node keeps a home on and dials peers through when it knows no
+    /// better address for them (each with the port of its QUIC address discovery, by
+    /// default 7842). Empty: no relay at all (direct addresses only).
+    pub relays: Vec<RelayConfig>,
+    /// Accept any TLS certificate from the relays. Only for a relay started by a test or a
+    /// throwaway local setup: it gives up knowing that the relay is the one named.
+    pub insecure_relay_tls: bool,
+    /// The UDP address to bind; `None` binds every interface on a random port.
+    pub bind: Option<SocketAddr>,
+    /// Ask the home router for a port mapping (UPnP, NAT-PMP, PCP). It talks to the local
+    /// gateway, so tests turn it off.
+    pub port_mapping: bool,
+    /// How long [`Node::connect`] tries before giving up.
+    pub connect_timeout: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            relays: Vec::new(),
+            insecure_relay_tls: false,
+            bind: None,
+            port_mapping: true,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+impl NetConfig {
+    /// A configuration that stays on loopback: bound to 127.0.0.1, no port mapping, and
+    /// `relays` (a relay the caller started) trusted whatever their certificate.
+    pub fn loopback(relays: Vec<RelayConfig>) -> Self {
+        Self {
+            relays,
+            insecure_relay_tls: true,
+            bind: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            port_mapping: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Parses a relay URL as given on a command line or in a config file (its QUIC
+    /// address discovery on the default port).
+    pub fn parse_relay(url: &str) -> Result<RelayConfig, NetError> {
+        let parsed = url.parse::<RelayUrl>().map_err(|e| NetError::RelayUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(parsed.into())
+    }
+}
+
+/// Where a peer can be reached: its key, and any relay or direct addresses known for it.
+/// A bare key is dialed through this node's own relays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr {
+    /// The peer's key: its identity, checked by the connection's handshake.
+    pub key: PublicKey,
+    /// Relays the peer is known to be homed on.
+    pub relays: Vec<RelayUrl>,
+    /// UDP addresses the peer is known to listen on.
+    pub direct: Vec<SocketAddr>,
+}
+
+impl From<PublicKey> for PeerAddr {
+    fn from(key: PublicKey) -> Self {
+        Self {
+            key,
+            relays: Vec::new(),
+            direct: Vec::new(),
+        }
+    }
+}
+
+/// A p2p node: an iroh endpoint whose identity is an Atek key.
+///
+/// It takes connections for the ALPNs it was bound with ([`Node::accept`]) and dials
+/// peers by key ([`Node::connect`]). Every connection is end-to-end encrypted and
+/// authenticated by both keys (QUIC with TLS 1.3 raw public keys): a relay sees only
+/// ciphertext.
+#[derive(Debug, Clone)]
+pub struct Node {
+    endpoint: Endpoint,
+    key: PublicKey,
+    relays: Vec<RelayUrl>,
+    connect_timeout: Duration,
+}
+
+impl Node {
+    /// Starts an endpoint for `key` that accepts connections for `alpns`.
+    pub async fn bind(
+        key: &SecretKey,
+        alpns: &[&[u8]],
+        config: &NetConfig,
+    ) -> Result<Self, NetError> {
+        let seed = key.to_seed();
+        let mut builder = Endpoint::builder(presets::Minimal)
+            .secret_key(iroh::SecretKey::from_bytes(&seed))
+            .alpns(alpns.iter().map(|a| a.to_vec()).collect());
+        builder = if config.relays.is_empty() {
+            builder.relay_mode(RelayMode::Disabled)
+        } else {
+            builder.relay_mode(RelayMode::Custom(RelayMap::from_iter(
+                config.relays.iter().cloned(),
+            )))
+        };
+        if config.insecure_relay_tls {
+            builder = builder.ca_tls_config(iroh::tls::CaTlsConfig::insecure_skip_verify());
+        }
+        if !config.port_mapping {
+            builder = builder.portmapper_config(PortmapperConfig::Disabled);
+        }
+        if let Some(addr) = config.bind {
+            builder = builder.bind_addr(addr).map_err(|e| NetError::Bind {
+                reason: e.to_string(),
+            })?;
+        }
+        let endpoint = builder.bind().await.map_err(|e| NetError::Bind {
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            endpoint,
+            key: key.public(),
+            relays: config.relays.iter().map(|r| r.url.clone()).collect(),
+            connect_timeout: config.connect_timeout,
+        })
+    }
+
+    /// This node's key.
+    pub fn key(&self) -> PublicKey {
+        self.key
+    }
+
+    /// Where this node can be reached now: its relay (once it has one) and its direct
+    /// addresses.
+    pub fn addr(&self) -> PeerAddr {
+        let addr = self.endpoint.addr();
+        PeerAddr {
+            key: self.key(),
+            relays: addr.relay_urls().cloned().collect(),
+            direct: addr.ip_addrs().copied().collect(),
+        }
+    }
+
+    /// Waits until the node has a home relay (at once when it has no relays).
+    pub async fn online(&self) {
+        if !self.relays.is_empty() {
+            self.endpoint.online().await;
+        }
+    }
+
+    /// Dials `peer` for `alpn`, within the configured timeout. A peer given by its key
+    /// alone is looked for on this node's relays.
+    pub async fn connect(
+        &self,
+        peer: impl Into<PeerAddr>,
+        alpn: &[u8],
+    ) -> Result<Connection, NetError> {
+        let peer = peer.into();
+        let key = peer.key;
+        let id = to_iroh(key)?;
+        let mut addrs: Vec<TransportAddr> =
+            peer.direct.iter().map(|a| TransportAddr::Ip(*a)).collect();
+        let relays = if peer.relays.is_empty() {
+            &self.relays
+        } else {
+            &peer.relays
+        };
+        addrs.extend(relays.iter().cloned().map(TransportAddr::Relay));
+        let addr = EndpointAddr::from_parts(id, addrs);
+        match tokio::time::timeout(self.connect_timeout, self.endpoint.connect(addr, alpn)).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(NetError::Connect {
+                peer: key,
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(NetError::Unreachable {
+                peer: key,
+                timeout: self.connect_timeout,
+            }),
+        }
+    }
+
+    /// The next connection a peer made to this node, once its handshake is done, with the
+    /// peer's key. Connections that fail their handshake are skipped (and logged).
+    /// [`NetError::Closed`] once the node is closed.
+    pub async fn accept(&self) -> Result<(PublicKey, Connection), NetError> {
+        loop {
+            let incoming = self.endpoint.accept().await.ok_or(NetError::Closed)?;
+            let conn = match incoming.await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::debug!(error = %e, "an incoming connection failed its handshake");
+                    continue;
+                }
+            };
+            match PublicKey::from_bytes(conn.remote_id().as_bytes()) {
+                Ok(peer) => return Ok((peer, conn)),
+                Err(e) => {
+                    // A small-order point: iroh takes it, Atek never does.
+                    tracing::debug!(error = %e, "refused a peer whose key Atek does not accept");
+                    conn.close(REFUSED, b"key not accepted");
+                }
+            }
+        }
+    }
+
+    /// Closes every connection and the endpoint.
+    pub async fn close(&self) {
+        self.endpoint.close().await;
+    }
+}
+
+fn to_iroh(key: PublicKey) -> Result<iroh::EndpointId, NetError> {
+    iroh::EndpointId::from_bytes(key.as_bytes()).map_err(|e| NetError::Connect {
+        peer: key,
+        reason: format!("the key is not an Ed25519 point iroh accepts: {e}"),
+    })
+}
