@@ -1,4 +1,4 @@
-"""Reports bench/log/run.sh's rows: hypercore and atek-log side by side.
+"""Reports bench/log/run.sh's rows: hypercore, atek-log and the disk alone side by side.
 
     report.py line FILE               one-line summary of one invocation's rows (progress)
     report.py summary DIR OUT.json    table of medians, ratios, targets, JSON result file
@@ -16,11 +16,13 @@ from data_report import Config, Target, main  # noqa: E402
 CONFIG = Config(
     name="log",
     title="Log benchmark: 1 KiB entries (replicate64k: 64 KiB)",
-    systems=["hypercore", "hypercore-fsync", "atek-log"],
+    systems=["hypercore", "hypercore-fsync", "atek-log", "disk"],
     workloads=["single", "concurrent32", "batch100", "bytes", "open_warm", "open_cold",
                "replicate1k", "replicate64k"],
     ratios=[("atek-log/hypercore-fsync", "atek-log", "hypercore-fsync"),
-            ("atek-log/hypercore", "atek-log", "hypercore")],
+            ("atek-log/hypercore", "atek-log", "hypercore"),
+            # atek-log as a share of what the disk alone does for the same frames and syncs.
+            ("atek-log/disk", "atek-log", "disk")],
     # The issue's targets for the log, all durable.
     targets=[
         Target("atek-log single awaited appends", "atek-log", "single", ">=", 5_000, "appends/s",

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Log benchmark: the same 1 KiB entries appended to hypercore@11.37.1 (as shipped, and with
 # an fsync added) and to atek-log's file log; every row says how durable its appends are.
+# The `disk` row does only the log file's pwrite + fdatasync of the same frames (single and
+# batch100), the disk's ceiling measured in the same run.
 # Also opening a log of 1M entries, warm and cold, and verified replication of a whole log
 # over loopback TCP (1 KiB and 64 KiB entries). See bench/README.md.
 #
@@ -13,7 +15,7 @@
 #   BENCH_OPEN_REPEATS=3      timed opens, warm and cold each, per run
 #   BENCH_REPLICATE_MIB=64    MiB of entries of the log replicate1k/replicate64k replicate (0: skip)
 #   BENCH_MAX_SECONDS=10      any timed loop stops after this long (the row says "cut")
-#   BENCH_SYSTEMS             a subset of: hypercore hypercore-fsync atek-log
+#   BENCH_SYSTEMS             a subset of: hypercore hypercore-fsync atek-log disk
 #   BENCH_WORKLOADS           a subset of: single bytes concurrent32 batch100 open replicate1k replicate64k
 #   BENCH_STRICT=0            1: exit 1 if a target is missed (or not measured)
 #   BENCH_KEEP=0              1: keep the temporary directory (rows, stderr of each run)
@@ -32,10 +34,12 @@ BENCH_REPLICATE_MIB=${BENCH_REPLICATE_MIB:-64}
 for v in BENCH_OPEN_ENTRIES BENCH_OPEN_REPEATS BENCH_REPLICATE_MIB; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, not '${!v}'"
 done
-ALL_SYSTEMS="hypercore hypercore-fsync atek-log"
+ALL_SYSTEMS="hypercore hypercore-fsync atek-log disk"
 # Opening does not depend on when appends are synced, and the fsync variant syncs the WAL of
 # its own appends, not a clone's: hypercore-fsync runs only the write workloads.
 WRITE_WORKLOADS=single,bytes,concurrent32,batch100
+# The disk alone writes atek-log's frames of one awaited append and of a batch of 100.
+DISK_WORKLOADS=single,batch100
 ALL_WORKLOADS=$WRITE_WORKLOADS
 if ((BENCH_OPEN_ENTRIES > 0)); then ALL_WORKLOADS+=,open; fi
 if ((BENCH_REPLICATE_MIB > 0)); then ALL_WORKLOADS+=,replicate1k,replicate64k; fi
@@ -73,6 +77,23 @@ measure_atek_log() {
 		python3 "$REPORT" line "$WORK/rows/atek-log-r$run.jsonl"
 	fi
 }
+
+# DISK: the disk alone, `atek-data-bench disk` (bench/data/src/disk.rs): pwrite of the frame
+# atek-log writes for one 1 KiB entry (single) or 100 (batch100) at the end of a file
+# preallocated as atek-log's, then fdatasync. A binary without the subcommand (BENCH_BIN
+# built before it) gets its rows printed as "not measured".
+measure_disk() {
+	local run=$1 workloads=$2 rc=0
+	run_once disk "$run" "$BENCH_BIN" disk --workload "$workloads" "${COUNTS[@]}" || rc=$?
+	if ((rc == 2)) && grep -q "unrecognized subcommand" "$WORK/logs/disk-r$run.err"; then
+		not_measured disk "$run" "$workloads" "this atek-data-bench has no 'disk' subcommand"
+	elif ((rc != 0)); then
+		tail -n 30 "$WORK/logs/disk-r$run.err" >&2
+		die "disk (run $run) failed with status $rc"
+	else
+		python3 "$REPORT" line "$WORK/rows/disk-r$run.jsonl"
+	fi
+}
 # ---------------------------------------------------------------------------------------
 
 # measure SYSTEM RUN: one run of SYSTEM's workloads.
@@ -80,6 +101,8 @@ measure() {
 	local system=$1 run=$2 workloads
 	if [[ $system == hypercore-fsync ]]; then
 		workloads=$(workloads_of "$WRITE_WORKLOADS")
+	elif [[ $system == disk ]]; then
+		workloads=$(workloads_of "$DISK_WORKLOADS")
 	else
 		workloads=$(workloads_of "$ALL_WORKLOADS")
 	fi
@@ -88,6 +111,7 @@ measure() {
 	hypercore) run_system "$system" "$run" node "$HERE/hypercore.mjs" --fsync 0 --workload "$workloads" "${COUNTS[@]}" "${LOG_FLAGS[@]}" ;;
 	hypercore-fsync) run_system "$system" "$run" node "$HERE/hypercore.mjs" --fsync 1 --workload "$workloads" "${COUNTS[@]}" ;;
 	atek-log) measure_atek_log "$run" "$workloads" ;;
+	disk) measure_disk "$run" "$workloads" ;;
 	esac
 }
 

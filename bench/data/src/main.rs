@@ -13,11 +13,14 @@
 //! Every row says how durable an acknowledged write was (`durability`): `D1` after
 //! fsync/fdatasync, `D0` after write() only, `none` if nothing reaches the disk. The
 //! workloads, their keys and their 1 KiB values are in `workload.rs`, shared with the
-//! JavaScript side through `bench/lib/data.mjs`; `bench/README.md` describes them.
+//! JavaScript side through `bench/lib/data.mjs`; `bench/README.md` describes them. `disk`
+//! measures no store: it writes atek-log's frame sizes with pwrite + fdatasync, the disk's
+//! ceiling for the log's rows (`disk.rs`).
 //!
 //! Exit status: 0, or 1 on an error.
 
 mod adb;
+mod disk;
 mod log;
 mod replicate;
 mod sqlite;
@@ -68,6 +71,19 @@ enum Command {
         #[command(flatten)]
         replicate: replicate::ReplicateCounts,
     },
+    /// The disk alone on atek-log's write pattern: pwrite of a frame's size at the end of a
+    /// preallocated file + fdatasync (`single`, `batch100`), the ceiling of the log's rows.
+    Disk {
+        /// A fresh directory for the files (one subdirectory per workload).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Workloads to run, comma-separated; they run in this order whatever the order given.
+        #[arg(long, value_delimiter = ',', required = true)]
+        workload: Vec<disk::DiskWorkload>,
+        /// The counts (`--single`, `--batches`, `--max-seconds`; the others are ignored).
+        #[command(flatten)]
+        counts: Counts,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +112,11 @@ fn main() -> ExitCode {
             open,
             replicate,
         } => log::run(dir, workload, counts, open, replicate),
+        Command::Disk {
+            dir,
+            workload,
+            counts,
+        } => disk::run(dir, workload, counts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
