@@ -1,7 +1,7 @@
 //! `atek`: runs the Atek host and manages it.
 //!
 //! Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 the host is not running,
-//! 4 the host refused the token.
+//! 4 the host refused the token, 130 interrupted (Ctrl-C).
 
 mod commands;
 mod output;
@@ -72,6 +72,11 @@ enum Command {
     /// Look into the home's databases (ADB): list, read, write, follow changes.
     #[command(subcommand)]
     Db(commands::db::DbCommand),
+    /// Print this host's p2p key (or a keyfile's), made on first use, and its QR code.
+    Key(commands::p2p::KeyArgs),
+    /// An end-to-end encrypted pipe between two machines: stdin to the other side, the
+    /// other side to stdout.
+    Beam(commands::p2p::BeamArgs),
 }
 
 fn main() -> ExitCode {
@@ -121,6 +126,8 @@ fn main() -> ExitCode {
             Command::Moduser(args) => users::moduser(config_dir, args).await,
             Command::Deluser(args) => users::deluser(config_dir, args).await,
             Command::Db(command) => commands::db::run(config_dir, command).await,
+            Command::Key(args) => p2p::key(config_dir, args).await,
+            Command::Beam(args) => p2p::beam(args).await,
         }
     });
     match result {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::{TestHost, atek, run, text, write_config};
 
-const SUBCOMMANDS: [&str; 16] = [
+const SUBCOMMANDS: [&str; 18] = [
     "run",
     "install",
     "uninstall",
@@ -26,6 +26,8 @@ const SUBCOMMANDS: [&str; 16] = [
     "moduser",
     "deluser",
     "db",
+    "key",
+    "beam",
 ];
 
 /// A service written in Python (exec runtime) that answers HEAD / and GET /.

@@ -14,6 +14,7 @@
 
 pub mod beam;
 mod error;
+pub mod keyfile;
 mod node;
 
 pub use error::NetError;

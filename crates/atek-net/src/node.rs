@@ -22,6 +22,10 @@ pub struct NetConfig {
     /// better address for them (each with the port of its QUIC address discovery, by
     /// default 7842). Empty: no relay at all (direct addresses only).
     pub relays: Vec<RelayConfig>,
+    /// With no `relays`: use iroh's public relays and address lookup (n0's relays, DNS and
+    /// pkarr), so that a peer can be dialed by its key alone on the internet. False: no
+    /// relay and no lookup at all. Ignored when `relays` are given (then no public lookup).
+    pub public: bool,
     /// Accept any TLS certificate from the relays. Only for a relay started by a test or a
     /// throwaway local setup: it gives up knowing that the relay is the one named.
     pub insecure_relay_tls: bool,
@@ -38,6 +42,7 @@ impl Default for NetConfig {
     fn default() -> Self {
         Self {
             relays: Vec::new(),
+            public: true,
             insecure_relay_tls: false,
             bind: None,
             port_mapping: true,
@@ -52,6 +57,7 @@ impl NetConfig {
     pub fn loopback(relays: Vec<RelayConfig>) -> Self {
         Self {
             relays,
+            public: false,
             insecure_relay_tls: true,
             bind: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             port_mapping: false,
@@ -103,6 +109,8 @@ pub struct Node {
     endpoint: Endpoint,
     key: PublicKey,
     relays: Vec<RelayUrl>,
+    /// Whether it has any relay (its own or the public ones) to be online with.
+    has_relays: bool,
     connect_timeout: Duration,
 }
 
@@ -114,10 +122,17 @@ impl Node {
         config: &NetConfig,
     ) -> Result<Self, NetError> {
         let seed = key.to_seed();
-        let mut builder = Endpoint::builder(presets::Minimal)
-            .secret_key(iroh::SecretKey::from_bytes(&seed))
-            .alpns(alpns.iter().map(|a| a.to_vec()).collect());
-        builder = if config.relays.is_empty() {
+        let public = config.public && config.relays.is_empty();
+        let mut builder = if public {
+            Endpoint::builder(presets::N0)
+        } else {
+            Endpoint::builder(presets::Minimal)
+        }
+        .secret_key(iroh::SecretKey::from_bytes(&seed))
+        .alpns(alpns.iter().map(|a| a.to_vec()).collect());
+        builder = if public {
+            builder
+        } else if config.relays.is_empty() {
             builder.relay_mode(RelayMode::Disabled)
         } else {
             builder.relay_mode(RelayMode::Custom(RelayMap::from_iter(
@@ -142,6 +157,7 @@ impl Node {
             endpoint,
             key: key.public(),
             relays: config.relays.iter().map(|r| r.url.clone()).collect(),
+            has_relays: public || !config.relays.is_empty(),
             connect_timeout: config.connect_timeout,
         })
     }
@@ -162,11 +178,16 @@ impl Node {
         }
     }
 
-    /// Waits until the node has a home relay (at once when it has no relays).
-    pub async fn online(&self) {
-        if !self.relays.is_empty() {
-            self.endpoint.online().await;
+    /// Waits until the node has a home relay, for at most the connect timeout (at once
+    /// when it has no relays). False when it is still not online then: it can still be
+    /// reached directly, and the relay may come later.
+    pub async fn online(&self) -> bool {
+        if !self.has_relays {
+            return true;
         }
+        tokio::time::timeout(self.connect_timeout, self.endpoint.online())
+            .await
+            .is_ok()
     }
 
     /// Dials `peer` for `alpn`, within the configured timeout. A peer given by its key

@@ -7,6 +7,7 @@ pub(crate) mod install;
 pub(crate) mod logs;
 pub(crate) mod ls;
 pub(crate) mod manage;
+pub(crate) mod p2p;
 pub(crate) mod run;
 pub(crate) mod users;
 
@@ -20,6 +21,12 @@ use atek_host::paths::Paths;
 
 /// Maps an error to the exit code documented in main.rs.
 pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<p2p::BadUsage>().is_some() {
+        return 2;
+    }
+    if e.downcast_ref::<p2p::Interrupted>().is_some() {
+        return 130;
+    }
     match e.downcast_ref::<ClientError>() {
         Some(ClientError::NotRunning { .. }) => 3,
         Some(ClientError::Unauthorized) => 4,

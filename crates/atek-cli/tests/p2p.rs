@@ -1,0 +1,155 @@
+//! Black-box tests of the p2p commands: `atek key` and `atek beam` between two processes,
+//! through a relay this test runs on loopback (no public relay or lookup: `--no-public`).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use common::{atek, run, text};
+
+fn data(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A child whose stdin gets `input` (then closed) and whose stdout is collected; its
+/// stderr lines go to `lines`.
+fn start(
+    mut cmd: Command,
+    input: Vec<u8>,
+) -> (
+    Child,
+    std::thread::JoinHandle<Vec<u8>>,
+    mpsc::Receiver<String>,
+) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        stdout.read_to_end(&mut got).unwrap();
+        got
+    });
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("child: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, out, rx)
+}
+
+#[test]
+fn beam_between_two_processes_both_ways() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let net = |cmd: &mut Command| {
+        cmd.args([
+            "--relay",
+            &url.to_string(),
+            "--relay-insecure",
+            "--no-public",
+        ]);
+    };
+    let to_b = data(1, 3 << 20);
+    let to_a = data(2, 1 << 20);
+
+    let mut a_cmd = atek(dir.path());
+    a_cmd.arg("beam");
+    net(&mut a_cmd);
+    let (mut a, a_out, a_err) = start(a_cmd, to_b.clone());
+    // The listener prints the command to run on the other side.
+    let passphrase = loop {
+        let line = a_err
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the listener prints a passphrase");
+        if let Some(rest) = line.strip_prefix("▶   atek beam ") {
+            break rest.trim().to_owned();
+        }
+    };
+    assert_eq!(passphrase.len(), 52);
+
+    let mut b_cmd = atek(dir.path());
+    b_cmd.args(["beam", &passphrase]);
+    net(&mut b_cmd);
+    let (mut b, b_out, b_err) = start(b_cmd, to_a.clone());
+
+    let a_status = a.wait().unwrap();
+    let b_status = b.wait().unwrap();
+    let a_lines: Vec<String> = a_err.try_iter().collect();
+    let b_lines: Vec<String> = b_err.try_iter().collect();
+    assert!(a_status.success(), "listener: {a_status} {a_lines:?}");
+    assert!(b_status.success(), "connector: {b_status} {b_lines:?}");
+    assert!(
+        b_lines
+            .iter()
+            .any(|l| l.contains("Success! Encrypted tunnel established")),
+        "{b_lines:?}"
+    );
+    assert!(a_out.join().unwrap() == to_a, "A got B's bytes exactly");
+    assert!(b_out.join().unwrap() == to_b, "B got A's bytes exactly");
+}
+
+#[test]
+fn a_malformed_passphrase_is_bad_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(atek(dir.path()).args(["beam", "not-a-passphrase", "--no-public"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("52 characters"), "{}", text(&out));
+    let out = run(atek(dir.path()).args(["beam", "-r"]));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "-r needs a passphrase: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn key_is_made_once_and_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(atek(dir.path()).arg("key"));
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Created keypair, public key:"), "{stderr}");
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(key.len(), 52, "{key}");
+    let out = run(atek(dir.path()).args(["key", "--json"]));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["publicKey"], key.as_str());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Loaded keypair"));
+
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "nope").unwrap();
+    let out = run(atek(dir.path()).args(["key", "-k"]).arg(&bad));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("failed to parse the keyfile"),
+        "{}",
+        text(&out)
+    );
+}
