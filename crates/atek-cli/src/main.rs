@@ -77,6 +77,9 @@ enum Command {
     /// An end-to-end encrypted pipe between two machines: stdin to the other side, the
     /// other side to stdout.
     Beam(commands::p2p::BeamArgs),
+    /// Reach a peer's exposed TCP port on a local port (with KEY), or expose a port under
+    /// this node's key (without).
+    Bind(commands::p2p::BindArgs),
 }
 
 fn main() -> ExitCode {
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
             Command::Db(command) => commands::db::run(config_dir, command).await,
             Command::Key(args) => p2p::key(config_dir, args).await,
             Command::Beam(args) => p2p::beam(args).await,
+            Command::Bind(args) => p2p::bind(args).await,
         }
     });
     match result {

@@ -153,3 +153,109 @@ fn key_is_made_once_and_printed() {
         text(&out)
     );
 }
+
+/// Waits for a stderr line starting with `prefix` and returns the rest.
+fn line_after(lines: &mpsc::Receiver<String>, prefix: &str) -> String {
+    loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no line starting with {prefix:?}"));
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.trim().to_owned();
+        }
+    }
+}
+
+#[test]
+fn bind_exposes_a_port_and_reaches_it_from_another_process() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    // The service to expose: an echo server on a random port.
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in echo.incoming() {
+            let mut tcp = tcp.unwrap();
+            std::thread::spawn(move || {
+                let mut back = tcp.try_clone().unwrap();
+                std::io::copy(&mut tcp, &mut back).unwrap();
+                back.shutdown(std::net::Shutdown::Write).unwrap();
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let net = |cmd: &mut Command| {
+        cmd.args([
+            "--relay",
+            &url.to_string(),
+            "--relay-insecure",
+            "--no-public",
+        ]);
+    };
+
+    let mut server_cmd = atek(dir.path());
+    server_cmd
+        .args([
+            "bind",
+            "-p",
+            &echo_port.to_string(),
+            "--host",
+            "127.0.0.1",
+            "-k",
+        ])
+        .arg(dir.path().join("server.key"));
+    net(&mut server_cmd);
+    let (mut server, _, server_err) = start(server_cmd, Vec::new());
+    let exposed = line_after(&server_err, "▶ Exposing ");
+    let key = exposed.rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(key.len(), 52, "{exposed}");
+
+    let mut client_cmd = atek(dir.path());
+    client_cmd.args(["bind", &key]);
+    net(&mut client_cmd);
+    let (mut client, _, client_err) = start(client_cmd, Vec::new());
+    let forwarding = line_after(&client_err, "▶ Forwarding http://localhost:");
+    let port: u16 = forwarding.split(' ').next().unwrap().parse().unwrap();
+
+    let threads: Vec<_> = (0..20u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let sent = data(i, 10_000 + i as usize * 1000);
+                let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let mut writer = tcp.try_clone().unwrap();
+                let to_send = sent.clone();
+                let w = std::thread::spawn(move || {
+                    writer.write_all(&to_send).unwrap();
+                    writer.shutdown(std::net::Shutdown::Write).unwrap();
+                });
+                let mut got = Vec::new();
+                tcp.read_to_end(&mut got).unwrap();
+                w.join().unwrap();
+                assert!(got == sent, "connection {i} echoed exactly");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // The server saw one p2p connection from the client's temporary key.
+    let connect = line_after(&server_err, "▶ CONNECT pubkey: ");
+    assert_eq!(connect.len(), 52);
+
+    // A port in use is a clear error.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = run(atek(dir.path()).args([
+        "bind",
+        &key,
+        "-p",
+        &taken.local_addr().unwrap().port().to_string(),
+        "--no-public",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("is in use"), "{}", text(&out));
+
+    client.kill().unwrap();
+    server.kill().unwrap();
+    let _ = client.wait();
+    let _ = server.wait();
+}

@@ -4,6 +4,8 @@
 //! - [`Node`] is an iroh endpoint with Atek's identity ([`atek_core::SecretKey`]), the
 //!   relays chosen in a [`NetConfig`] (never iroh's public ones unless asked for) and no
 //!   public address lookup unless asked for: tests and private setups stay off the internet.
+//! - [`bind`] carries TCP connections to a peer's exposed port, many over one QUIC
+//!   connection.
 //! - [`beam`] is the encrypted pipe between two machines that share a passphrase (Spork's
 //!   and hyperbeam's `beam`): the passphrase derives the listener's and the connector's keys,
 //!   and the listener accepts only the connector.
@@ -13,6 +15,7 @@
 //! [iroh]: https://docs.rs/iroh
 
 pub mod beam;
+pub mod bind;
 mod error;
 pub mod keyfile;
 mod node;

@@ -1,4 +1,4 @@
-//! The p2p commands that need no host: `atek key` and `atek beam`.
+//! The p2p commands that need no host: `atek key`, `atek beam` and `atek bind`.
 //!
 //! Status goes to stderr, each line starting with `▶` as Spork's did; data (the beam's
 //! pipe, the key) goes to stdout.
@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use atek_net::beam::{self, Passphrase};
+use atek_net::bind::{self, BindEvent};
 use atek_net::keyfile::{self, Origin};
-use atek_net::{NetConfig, NetError, Node};
+use atek_net::{NetConfig, Node};
 
 /// The options every p2p command takes to choose how it reaches the network.
 #[derive(Debug, clap::Args)]
@@ -76,6 +77,129 @@ pub(crate) struct BeamArgs {
     net: NetArgs,
 }
 
+/// `atek bind`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "With KEY: listen on localhost:PORT and carry each connection to that peer's exposed port. Without KEY: expose HOST:PORT under this node's key (-k KEYFILE for a key that stays the same). Exit codes: 0 stopped with Ctrl-C, 1 failed (port in use, peer unreachable), 2 bad usage."
+)]
+pub(crate) struct BindArgs {
+    /// The key of the peer whose exposed port to reach.
+    key: Option<String>,
+    /// With KEY, the local port to listen on (random when left out); without KEY, the port
+    /// to expose.
+    #[arg(short = 'p', long = "port")]
+    port: Option<u16>,
+    /// The host whose port is exposed (without KEY).
+    #[arg(long, default_value = "localhost", conflicts_with = "key")]
+    host: String,
+    /// The keyfile of this node (created if missing); a temporary key otherwise.
+    #[arg(short = 'k', long = "keyfile", value_name = "FILE")]
+    keyfile: Option<PathBuf>,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+/// This node's key: the keyfile's, or a temporary one (said so).
+fn node_key(keyfile: Option<&Path>) -> anyhow::Result<atek_core::SecretKey> {
+    match keyfile {
+        Some(path) => read_keyfile(path),
+        None => {
+            let key = atek_core::SecretKey::generate();
+            status(&format!(
+                "Created temporary keypair, public key: {}",
+                key.public()
+            ));
+            Ok(key)
+        }
+    }
+}
+
+pub(crate) async fn bind(args: BindArgs) -> anyhow::Result<()> {
+    let config = args.net.config()?;
+    let key = node_key(args.keyfile.as_deref())?;
+    let work = async {
+        match &args.key {
+            Some(peer) => {
+                let peer: atek_core::PublicKey = peer.parse().map_err(|e| {
+                    BadUsage(format!(
+                        "'{peer}' is not a peer key ({e}); give the 52-character key the other side printed"
+                    ))
+                })?;
+                let port = args.port.unwrap_or(0);
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .map_err(|e| port_error(port, e))?;
+                let local = listener.local_addr().context("reading the local port")?;
+                let node = Node::bind(&key, &[], &config).await?;
+                status("Spork powers ACTIVATED");
+                status(&format!(
+                    "Forwarding http://localhost:{} -> {peer}",
+                    local.port()
+                ));
+                bind::forward(&node, peer.into(), listener).await?;
+                Ok(())
+            }
+            None => {
+                let Some(port) = args.port else {
+                    return Err(BadUsage(
+                        "give the port to expose with -p PORT, or a peer KEY to reach".to_owned(),
+                    )
+                    .into());
+                };
+                let node = Node::bind(&key, &[bind::ALPN], &config).await?;
+                if !node.online().await {
+                    status("Could not reach a relay yet; peers on this network can still connect");
+                }
+                let target = format!("{}:{port}", args.host);
+                status("Spork powers ACTIVATED");
+                status(&format!("Exposing {target} as {}", node.key()));
+                status(&format!(
+                    "On another machine: atek bind {} -p PORT",
+                    node.key()
+                ));
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let printer = tokio::spawn(async move {
+                    while let Some(event) = rx.recv().await {
+                        match event {
+                            BindEvent::Connect(peer) => status(&format!("CONNECT pubkey: {peer}")),
+                            BindEvent::Close(peer) => status(&format!("CLOSE pubkey: {peer}")),
+                            BindEvent::Failed { peer, reason } => {
+                                status(&format!("FAILED pubkey: {peer}: {reason}"))
+                            }
+                        }
+                    }
+                });
+                let result = bind::expose(&node, target, Some(tx)).await;
+                printer.abort();
+                result?;
+                Ok(())
+            }
+        }
+    };
+    tokio::select! {
+        result = work => {
+            if let Err(e) = &result {
+                status(&format!("Error: {e}"));
+            }
+            result
+        }
+        _ = tokio::signal::ctrl_c() => {
+            status("Shutting down bind...");
+            Ok(())
+        }
+    }
+}
+
+fn port_error(port: u16, e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        anyhow::anyhow!(
+            "port {port} is in use on this machine: choose another with -p PORT, or leave -p out for a free one"
+        )
+    } else {
+        anyhow::Error::new(e).context(format!("cannot listen on localhost:{port}"))
+    }
+}
+
 /// Reads (or makes) the keyfile, with Spork's status lines.
 pub(crate) fn read_keyfile(path: &Path) -> anyhow::Result<atek_core::SecretKey> {
     status(&format!("Reading keyfile at {}", path.display()));
@@ -116,7 +240,7 @@ pub(crate) async fn beam(args: BeamArgs) -> anyhow::Result<()> {
     let (passphrase, listen, made) = match &args.passphrase {
         None => (Passphrase::generate(), true, true),
         Some(text) => (
-            Passphrase::parse(text).map_err(BadUsage)?,
+            Passphrase::parse(text).map_err(|e| BadUsage(e.to_string()))?,
             args.reuse,
             false,
         ),
@@ -184,8 +308,8 @@ fn status(line: &str) {
 
 /// A command line that cannot be acted on (exit code 2).
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub(crate) struct BadUsage(pub(crate) NetError);
+#[error("{0}")]
+pub(crate) struct BadUsage(pub(crate) String);
 
 /// Ctrl-C (exit code 130).
 #[derive(Debug, thiserror::Error)]

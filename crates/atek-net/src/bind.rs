@@ -1,0 +1,212 @@
+//! `bind`: TCP ports over p2p (Spork's `bind`).
+//!
+//! - [`expose`] serves a node's inbound p2p streams by connecting each to a local TCP
+//!   address (`atek bind -p PORT [--host HOST]`): the port is then reachable by this node's
+//!   key.
+//! - [`forward`] listens on a local TCP port and carries each accepted connection to a peer
+//!   that exposes a port (`atek bind KEY -p PORT`).
+//!
+//! Many TCP connections share one QUIC connection per peer, a bidirectional stream each,
+//! opened with a short header (a QUIC stream reaches the peer only once something is
+//! written on it). Half-close carries over: when one side's TCP connection stops sending,
+//! the stream finishes in that direction only.
+
+use std::sync::Arc;
+
+use atek_core::PublicKey;
+use iroh::endpoint::{Connection, RecvStream, SendStream, VarInt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, mpsc};
+
+use crate::{NetError, Node, PeerAddr};
+
+/// The ALPN of TCP streams.
+pub const ALPN: &[u8] = b"atek/tcp/1";
+/// What the opener writes first on each stream.
+const HEADER: &[u8; 8] = b"ATEKTCP1";
+/// The stream error code when the far side could not reach its TCP target.
+const TARGET_UNREACHABLE: VarInt = VarInt::from_u32(502);
+
+/// What happens on an exposed port, for status lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindEvent {
+    /// A peer connected (once per QUIC connection, however many TCP connections it
+    /// carries).
+    Connect(PublicKey),
+    /// A peer's connection ended.
+    Close(PublicKey),
+    /// A stream could not be served (the target refused the TCP connection, ...).
+    Failed {
+        /// Whose stream.
+        peer: PublicKey,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// Serves every p2p stream `node` accepts on [`ALPN`] by opening a TCP connection to
+/// `target` (`host:port`) and copying both ways. Runs until the node closes. `events` (if
+/// any) hears of peers coming and going.
+pub async fn expose(
+    node: &Node,
+    target: String,
+    events: Option<mpsc::UnboundedSender<BindEvent>>,
+) -> Result<(), NetError> {
+    let target: Arc<str> = target.into();
+    loop {
+        let (peer, conn) = match node.accept().await {
+            Ok(accepted) => accepted,
+            Err(NetError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if conn.alpn() != ALPN {
+            continue;
+        }
+        let (target, events) = (Arc::clone(&target), events.clone());
+        tokio::spawn(async move {
+            send_event(&events, BindEvent::Connect(peer));
+            while let Ok((send, mut recv)) = conn.accept_bi().await {
+                let (target, events) = (Arc::clone(&target), events.clone());
+                tokio::spawn(async move {
+                    if let Err(reason) = serve_stream(&target, send, &mut recv).await {
+                        send_event(&events, BindEvent::Failed { peer, reason });
+                    }
+                });
+            }
+            send_event(&events, BindEvent::Close(peer));
+        });
+    }
+}
+
+async fn serve_stream(
+    target: &str,
+    mut send: SendStream,
+    recv: &mut RecvStream,
+) -> Result<(), String> {
+    let mut header = [0u8; HEADER.len()];
+    recv.read_exact(&mut header)
+        .await
+        .map_err(|e| format!("the stream ended before its header: {e}"))?;
+    if &header != HEADER {
+        let _ = send.reset(TARGET_UNREACHABLE);
+        return Err("a stream without the bind header".to_owned());
+    }
+    let tcp = match TcpStream::connect(target).await {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            let _ = send.reset(TARGET_UNREACHABLE);
+            let _ = recv.stop(TARGET_UNREACHABLE);
+            return Err(format!("cannot connect to {target}: {e}"));
+        }
+    };
+    splice(tcp, send, recv).await
+}
+
+/// Accepts TCP connections on `listener` and carries each to `peer`'s exposed port, all
+/// over one QUIC connection (made on the first TCP connection, and again if it is lost).
+/// Runs until the listener fails.
+pub async fn forward(node: &Node, peer: PeerAddr, listener: TcpListener) -> Result<(), NetError> {
+    let link = Arc::new(Link {
+        node: node.clone(),
+        peer,
+        conn: Mutex::new(None),
+    });
+    loop {
+        let (tcp, from) = listener.accept().await.map_err(|e| NetError::Io {
+            what: "accepting a TCP connection",
+            source: e,
+        })?;
+        let link = Arc::clone(&link);
+        tokio::spawn(async move {
+            if let Err(e) = link.carry(tcp).await {
+                tracing::warn!(%from, error = %e, "a forwarded TCP connection failed");
+            }
+        });
+    }
+}
+
+/// The one QUIC connection of a forward to its peer.
+#[derive(Debug)]
+struct Link {
+    node: Node,
+    peer: PeerAddr,
+    conn: Mutex<Option<Connection>>,
+}
+
+impl Link {
+    async fn connection(&self) -> Result<Connection, NetError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
+            return Ok(conn.clone());
+        }
+        let conn = self.node.connect(self.peer.clone(), ALPN).await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn carry(&self, tcp: TcpStream) -> Result<(), NetError> {
+        let conn = self.connection().await?;
+        let lost = |e: &dyn std::fmt::Display| NetError::Lost {
+            peer: self.peer.key,
+            reason: e.to_string(),
+        };
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+        send.write_all(HEADER).await.map_err(|e| lost(&e))?;
+        splice(tcp, send, &mut recv)
+            .await
+            .map_err(|reason| NetError::Lost {
+                peer: self.peer.key,
+                reason,
+            })
+    }
+}
+
+/// Copies a TCP connection and a QUIC stream pair into each other until both directions
+/// are done; an end of input in one direction finishes only that one.
+async fn splice(tcp: TcpStream, mut send: SendStream, recv: &mut RecvStream) -> Result<(), String> {
+    let _ = tcp.set_nodelay(true);
+    let (mut tcp_rd, mut tcp_wr) = tcp.into_split();
+    let up = async {
+        let copied = tokio::io::copy(&mut tcp_rd, &mut send).await;
+        match copied {
+            Ok(_) => {
+                let _ = send.finish();
+                Ok(())
+            }
+            Err(e) => {
+                let _ = send.reset(VarInt::from_u32(1));
+                Err(format!("TCP to stream: {e}"))
+            }
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match recv.read(&mut buf).await {
+                Ok(Some(n)) => {
+                    if let Err(e) = tcp_wr.write_all(&buf[..n]).await {
+                        let _ = recv.stop(VarInt::from_u32(1));
+                        return Err(format!("stream to TCP: {e}"));
+                    }
+                }
+                Ok(None) => {
+                    let _ = tcp_wr.shutdown().await;
+                    return Ok(());
+                }
+                Err(e) => {
+                    let _ = tcp_wr.shutdown().await;
+                    return Err(format!("stream to TCP: {e}"));
+                }
+            }
+        }
+    };
+    let (up, down) = tokio::join!(up, down);
+    up.and(down)
+}
+
+fn send_event(events: &Option<mpsc::UnboundedSender<BindEvent>>, event: BindEvent) {
+    if let Some(events) = events {
+        let _ = events.send(event);
+    }
+}
