@@ -57,6 +57,10 @@ pub struct Client {
 impl Client {
     /// A client for the host at `base` (e.g. `http://127.0.0.1:8480`).
     pub fn new(base: Url, token: BearerToken) -> Self {
+        // The host speaks plain HTTP, but reqwest builds TLS support in whenever another
+        // crate of the program enables it (iroh does), and then wants a process-wide rustls
+        // provider. Installing one is a no-op when one is already there.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))

@@ -259,3 +259,75 @@ fn bind_exposes_a_port_and_reaches_it_from_another_process() {
     let _ = client.wait();
     let _ = server.wait();
 }
+
+/// The home reachable by key: `atek run` with p2p on answers HTTP over p2p on its node key,
+/// and `atek bind HOMEKEY` on another machine reaches its login page.
+#[test]
+fn the_home_is_reachable_by_its_key() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    common::write_config(
+        &home,
+        &format!(
+            r#","p2p":{{"enabled":true,"relays":["{url}"],"public":false,"insecureRelayTls":true}}"#
+        ),
+    );
+    let _host = common::TestHost::start(&home);
+    // The host made its key on first run; `atek key` reads the same file.
+    let out = run(atek(&home).args(["key", "--json"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let home_key = json["publicKey"].as_str().unwrap().to_owned();
+
+    let laptop = dir.path().join("laptop");
+    let mut bind_cmd = atek(&laptop);
+    bind_cmd.args([
+        "bind",
+        &home_key,
+        "--relay",
+        &url.to_string(),
+        "--relay-insecure",
+        "--no-public",
+    ]);
+    let (mut bind, _, bind_err) = start(bind_cmd, Vec::new());
+    let forwarding = line_after(&bind_err, "▶ Forwarding http://localhost:");
+    let port: u16 = forwarding.split(' ').next().unwrap().parse().unwrap();
+
+    // Twice on one connection: every request of a connection goes through.
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    for _ in 0..2 {
+        tcp.write_all(b"GET /_atek/login HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let head = read_head(&mut tcp);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .expect("a sized login page");
+        let mut body = vec![0u8; length];
+        tcp.read_exact(&mut body).unwrap();
+        assert!(
+            String::from_utf8_lossy(&body).contains("<form"),
+            "the login page"
+        );
+    }
+    bind.kill().unwrap();
+    let _ = bind.wait();
+}
+
+/// Reads an HTTP response head, up to the blank line.
+fn read_head(tcp: &mut std::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}

@@ -85,6 +85,38 @@ pub struct Config {
     /// every account. Default `false`: only admins install; everyone gets
     /// `defaultMainService`.
     pub users_may_install: bool,
+    /// The home's p2p node: its key is `node.key` in the config dir (made on first run).
+    pub p2p: P2pConfig,
+}
+
+/// `p2p`: how the home is reached by its key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct P2pConfig {
+    /// Answer HTTP over p2p on the node key, so that `atek bind HOMEKEY -p 8080` on a
+    /// laptop anywhere reaches this home's web UI and apps, with the normal login. Default
+    /// `false`.
+    pub enabled: bool,
+    /// Relay URLs. Empty: iroh's public relays and address lookup when `public` is true,
+    /// none at all otherwise.
+    pub relays: Vec<String>,
+    /// With no `relays`, use iroh's public relays (n0's) and address lookup (DNS and pkarr).
+    /// Default `true`.
+    pub public: bool,
+    /// Accept any TLS certificate from the relays: only for a local relay with a
+    /// self-signed certificate, as in tests. Default `false`.
+    pub insecure_relay_tls: bool,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            relays: Vec::new(),
+            public: true,
+            insecure_relay_tls: false,
+        }
+    }
 }
 
 /// One entry of `coreServices`.
@@ -128,6 +160,7 @@ impl Default for Config {
             http_threads: 0,
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             users_may_install: false,
+            p2p: P2pConfig::default(),
         }
     }
 }

@@ -96,6 +96,12 @@ pub enum HostError {
         /// What to do.
         hint: &'static str,
     },
+    /// The p2p node (`p2p` in config.json) could not start.
+    #[error("cannot start p2p: {reason}. Fix `p2p` in config.json, or set p2p.enabled to false")]
+    P2p {
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// `run.json`: how the CLI finds a running host.
@@ -185,6 +191,8 @@ pub struct Host {
     cancel: CancellationToken,
     server: tokio::task::JoinHandle<()>,
     boot: tokio::task::JoinHandle<()>,
+    /// The p2p node answering HTTP on the home's key, when `p2p.enabled`.
+    node: Option<atek_net::Node>,
 }
 
 impl Host {
@@ -302,6 +310,7 @@ impl Host {
 
         let cancel = CancellationToken::new();
         let site = crate::server::site(state.clone());
+        let p2p_site = site.clone();
         let server = tokio::spawn({
             let cancel = cancel.clone();
             let threads = match state.config.http_threads {
@@ -312,6 +321,7 @@ impl Host {
             };
             async move { crate::server::serve(listener, site, cancel, threads).await }
         });
+        let node = start_p2p(&state, p2p_site).await?;
         write_run_file(&state);
         tracing::info!(url = %format!("http://{}:{port}", state.config.bind_address), "Atek listening");
 
@@ -322,6 +332,7 @@ impl Host {
             cancel,
             server,
             boot,
+            node,
         })
     }
 
@@ -340,6 +351,9 @@ impl Host {
         tracing::info!("shutting down");
         self.boot.abort();
         self.cancel.cancel();
+        if let Some(node) = &self.node {
+            node.close().await;
+        }
         let mut server = self.server;
         if tokio::time::timeout(DRAIN, &mut server).await.is_err() {
             server.abort();
@@ -348,6 +362,44 @@ impl Host {
         let _ = std::fs::remove_file(self.state.paths.run_file());
         tracing::info!("stopped");
     }
+}
+
+/// Makes the home's node key on first run and, when `p2p.enabled`, starts the node that
+/// answers HTTP on it. A key that cannot be made is only a warning while p2p is off.
+async fn start_p2p(
+    state: &Arc<HostState>,
+    site: crate::server::Site,
+) -> Result<Option<atek_net::Node>, HostError> {
+    let path = state.paths.node_key();
+    let key = match crate::p2p::node_key(&path) {
+        Ok(key) => key,
+        Err(e) if !state.config.p2p.enabled => {
+            tracing::warn!(error = %e, "no p2p key for this home");
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(HostError::P2p {
+                reason: e.to_string(),
+            });
+        }
+    };
+    if !state.config.p2p.enabled {
+        return Ok(None);
+    }
+    let node = crate::p2p::bind(&key, &state.config.p2p)
+        .await
+        .map_err(|e| HostError::P2p {
+            reason: e.to_string(),
+        })?;
+    tracing::info!(key = %node.key(), "answering HTTP over p2p on this home's key");
+    let serving = node.clone();
+    tokio::spawn(async move {
+        let serve = move |peer, stream| crate::server::serve_p2p_stream(site.clone(), peer, stream);
+        if let Err(e) = atek_net::bind::serve_streams(&serving, serve, None).await {
+            tracing::error!(error = %e, "p2p serving stopped");
+        }
+    });
+    Ok(Some(node))
 }
 
 /// Takes `{config dir}/lock` exclusively (released by the OS when the host exits, however

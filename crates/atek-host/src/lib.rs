@@ -29,6 +29,7 @@ pub mod gateway;
 pub mod host;
 pub mod installer;
 pub mod manage;
+mod p2p;
 pub mod paths;
 mod rows;
 mod server;

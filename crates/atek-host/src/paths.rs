@@ -51,6 +51,11 @@ impl Paths {
         self.root.join("state")
     }
 
+    /// `node.key`: the home's p2p key (the keyfile JSON, mode 0600).
+    pub fn node_key(&self) -> PathBuf {
+        self.root.join("node.key")
+    }
+
     /// `adb/`: the built-in ADB's databases, one folder each.
     pub fn adb(&self) -> PathBuf {
         self.root.join("adb")

@@ -132,8 +132,10 @@ async fn accept_loop(
         let service = {
             let site = site.clone();
             let peer = peer.ip();
-            hyper::service::service_fn(move |req| {
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let site = site.clone();
+                // Only a request that came over p2p names a caller's key.
+                req.headers_mut().remove(crate::p2p::REMOTE_PUBLIC_KEY);
                 async move {
                     Ok::<_, std::convert::Infallible>(
                         web::handle(site.state, site.router, req, peer).await,
@@ -161,4 +163,37 @@ async fn accept_loop(
     }
     connections.close();
     connections.wait().await;
+}
+
+/// Answers HTTP/1.1 (with upgrades for WebSockets) on a stream a p2p peer opened, as on a
+/// TCP connection, naming the caller's key on every request (see [`crate::p2p`]).
+pub(crate) async fn serve_p2p_stream(
+    site: Site,
+    peer: atek_core::PublicKey,
+    stream: atek_net::bind::PeerStream,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    let ip = crate::p2p::caller_ip(&peer);
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let site = site.clone();
+            crate::p2p::name_caller(req.headers_mut(), &peer);
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    web::handle(site.state, site.router, req, ip).await,
+                )
+            }
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30));
+    if let Err(e) = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await
+    {
+        tracing::trace!(error = %e, %peer, "p2p HTTP connection ended");
+    }
 }

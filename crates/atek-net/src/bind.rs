@@ -45,15 +45,22 @@ pub enum BindEvent {
     },
 }
 
-/// Serves every p2p stream `node` accepts on [`ALPN`] by opening a TCP connection to
-/// `target` (`host:port`) and copying both ways. Runs until the node closes. `events` (if
-/// any) hears of peers coming and going.
-pub async fn expose(
+/// A stream a peer opened to an exposed port, its header read: bytes both ways, as a TCP
+/// connection would carry them.
+pub type PeerStream = tokio::io::Join<RecvStream, SendStream>;
+
+/// Hands every stream `node` accepts on [`ALPN`] (its header checked) to `serve`, with the
+/// key of the peer that opened it, each on a task of its own; for a server that speaks the
+/// stream's protocol itself (the host answering HTTP over p2p). Runs until the node closes.
+pub async fn serve_streams<F, Fut>(
     node: &Node,
-    target: String,
+    serve: F,
     events: Option<mpsc::UnboundedSender<BindEvent>>,
-) -> Result<(), NetError> {
-    let target: Arc<str> = target.into();
+) -> Result<(), NetError>
+where
+    F: Fn(PublicKey, PeerStream) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let (peer, conn) = match node.accept().await {
             Ok(accepted) => accepted,
@@ -63,14 +70,23 @@ pub async fn expose(
         if conn.alpn() != ALPN {
             continue;
         }
-        let (target, events) = (Arc::clone(&target), events.clone());
+        let (serve, events) = (serve.clone(), events.clone());
         tokio::spawn(async move {
             send_event(&events, BindEvent::Connect(peer));
-            while let Ok((send, mut recv)) = conn.accept_bi().await {
-                let (target, events) = (Arc::clone(&target), events.clone());
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                let serve = serve.clone();
+                let events = events.clone();
                 tokio::spawn(async move {
-                    if let Err(reason) = serve_stream(&target, send, &mut recv).await {
-                        send_event(&events, BindEvent::Failed { peer, reason });
+                    let mut header = [0u8; HEADER.len()];
+                    match recv.read_exact(&mut header).await {
+                        Ok(()) if &header == HEADER => {
+                            serve(peer, tokio::io::join(recv, send)).await;
+                        }
+                        _ => {
+                            let _ = send.reset(TARGET_UNREACHABLE);
+                            let reason = "a stream without the bind header".to_owned();
+                            send_event(&events, BindEvent::Failed { peer, reason });
+                        }
                     }
                 });
             }
@@ -79,28 +95,34 @@ pub async fn expose(
     }
 }
 
-async fn serve_stream(
-    target: &str,
-    mut send: SendStream,
-    recv: &mut RecvStream,
-) -> Result<(), String> {
-    let mut header = [0u8; HEADER.len()];
-    recv.read_exact(&mut header)
-        .await
-        .map_err(|e| format!("the stream ended before its header: {e}"))?;
-    if &header != HEADER {
-        let _ = send.reset(TARGET_UNREACHABLE);
-        return Err("a stream without the bind header".to_owned());
-    }
-    let tcp = match TcpStream::connect(target).await {
-        Ok(tcp) => tcp,
-        Err(e) => {
-            let _ = send.reset(TARGET_UNREACHABLE);
-            let _ = recv.stop(TARGET_UNREACHABLE);
-            return Err(format!("cannot connect to {target}: {e}"));
+/// Serves every p2p stream `node` accepts on [`ALPN`] by opening a TCP connection to
+/// `target` (`host:port`) and copying both ways. Runs until the node closes. `events` (if
+/// any) hears of peers coming and going.
+pub async fn expose(
+    node: &Node,
+    target: String,
+    events: Option<mpsc::UnboundedSender<BindEvent>>,
+) -> Result<(), NetError> {
+    let target: Arc<str> = target.into();
+    let failures = events.clone();
+    let serve = move |peer, stream: PeerStream| {
+        let (target, failures) = (Arc::clone(&target), failures.clone());
+        async move {
+            let (mut recv, mut send) = stream.into_inner();
+            let result = match TcpStream::connect(&*target).await {
+                Ok(tcp) => splice(tcp, send, &mut recv).await,
+                Err(e) => {
+                    let _ = send.reset(TARGET_UNREACHABLE);
+                    let _ = recv.stop(TARGET_UNREACHABLE);
+                    Err(format!("cannot connect to {target}: {e}"))
+                }
+            };
+            if let Err(reason) = result {
+                send_event(&failures, BindEvent::Failed { peer, reason });
+            }
         }
     };
-    splice(tcp, send, recv).await
+    serve_streams(node, serve, events).await
 }
 
 /// Accepts TCP connections on `listener` and carries each to `peer`'s exposed port, all

@@ -140,7 +140,7 @@ impl Node {
             )))
         };
         if config.insecure_relay_tls {
-            builder = builder.ca_tls_config(iroh::tls::CaTlsConfig::insecure_skip_verify());
+            builder = insecure_relay_tls(builder)?;
         }
         if !config.port_mapping {
             builder = builder.portmapper_config(PortmapperConfig::Disabled);
@@ -256,5 +256,23 @@ fn to_iroh(key: PublicKey) -> Result<iroh::EndpointId, NetError> {
     iroh::EndpointId::from_bytes(key.as_bytes()).map_err(|e| NetError::Connect {
         peer: key,
         reason: format!("the key is not an Ed25519 point iroh accepts: {e}"),
+    })
+}
+
+/// Trusts any relay certificate: only in builds for tests (feature `insecure-relay-tls`,
+/// which iroh keeps behind its test utilities).
+#[cfg(feature = "insecure-relay-tls")]
+fn insecure_relay_tls(
+    builder: iroh::endpoint::Builder,
+) -> Result<iroh::endpoint::Builder, NetError> {
+    Ok(builder.ca_tls_config(iroh::tls::CaTlsConfig::insecure_skip_verify()))
+}
+
+#[cfg(not(feature = "insecure-relay-tls"))]
+fn insecure_relay_tls(_: iroh::endpoint::Builder) -> Result<iroh::endpoint::Builder, NetError> {
+    Err(NetError::Bind {
+        reason: "this build cannot skip the relays' certificate checks (it is for tests); \
+                 trust a relay's own certificate with --relay-ca FILE instead"
+            .to_owned(),
     })
 }

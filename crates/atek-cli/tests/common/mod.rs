@@ -62,7 +62,11 @@ impl TestHost {
             .arg("run")
             .current_dir(cwd)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("ATEK_TEST_HOST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .unwrap();
         let host = Self {

@@ -1,0 +1,91 @@
+//! The home, reachable by its key: the host answers HTTP over p2p on its node key
+//! (`node.key` in the config dir), as `atek bind -p` would expose its port, so
+//! `atek bind HOMEKEY -p 8080` on a laptop anywhere reaches the web UI and apps with the
+//! normal login.
+//!
+//! Each request that comes over p2p carries `Atek-Remote-Public-Key: {caller's key}`, set
+//! here on every request of a connection (the original set it on the first only); a
+//! request over plain HTTP never carries one (the server strips it). A p2p caller's address,
+//! for rate limits and logs, is a unique-local IPv6 address derived from its key: never
+//! loopback, so it is never trusted as a local proxy.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use atek_core::{PublicKey, SecretKey};
+use atek_net::{NetConfig, NetError, Node};
+
+use crate::config::P2pConfig;
+
+/// The header that names the key of a p2p caller.
+pub(crate) const REMOTE_PUBLIC_KEY: &str = "atek-remote-public-key";
+
+/// Reads the node key, or makes it on first run.
+pub(crate) fn node_key(
+    path: &std::path::Path,
+) -> Result<SecretKey, atek_net::keyfile::KeyfileError> {
+    let (key, origin) = atek_net::keyfile::load_or_create(path)?;
+    if origin == atek_net::keyfile::Origin::Created {
+        tracing::info!(key = %key.public(), path = %path.display(), "made this home's p2p key");
+    }
+    Ok(key)
+}
+
+/// The network settings of `p2p` in config.json.
+pub(crate) fn net_config(config: &P2pConfig) -> Result<NetConfig, NetError> {
+    let relays = config
+        .relays
+        .iter()
+        .map(|url| NetConfig::parse_relay(url))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(NetConfig {
+        relays,
+        public: config.public,
+        insecure_relay_tls: config.insecure_relay_tls,
+        ..NetConfig::default()
+    })
+}
+
+/// Starts the node that answers HTTP for this home.
+pub(crate) async fn bind(key: &SecretKey, config: &P2pConfig) -> Result<Node, NetError> {
+    Node::bind(key, &[atek_net::bind::ALPN], &net_config(config)?).await
+}
+
+/// The address a p2p caller is known by: `fd` then 15 bytes of a hash of its key.
+pub(crate) fn caller_ip(key: &PublicKey) -> IpAddr {
+    let hash = blake3::hash(key.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes[0] = 0xfd;
+    bytes[1..].copy_from_slice(&hash.as_bytes()[..15]);
+    IpAddr::V6(Ipv6Addr::from(bytes))
+}
+
+/// Sets the caller's key on a request that came over p2p, replacing whatever the caller
+/// sent under that name.
+pub(crate) fn name_caller(headers: &mut http::HeaderMap, key: &PublicKey) {
+    headers.remove(REMOTE_PUBLIC_KEY);
+    if let Ok(value) = http::HeaderValue::from_str(&key.to_string()) {
+        headers.insert(REMOTE_PUBLIC_KEY, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callers_are_named_and_never_loopback() {
+        let key = SecretKey::from_seed([7; 32]).public();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(REMOTE_PUBLIC_KEY, "forged".parse().unwrap());
+        headers.append(REMOTE_PUBLIC_KEY, "forged too".parse().unwrap());
+        name_caller(&mut headers, &key);
+        let all: Vec<_> = headers.get_all(REMOTE_PUBLIC_KEY).iter().collect();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].to_str().unwrap(), key.to_string());
+
+        let ip = caller_ip(&key);
+        assert!(!ip.is_loopback());
+        assert_eq!(ip, caller_ip(&key));
+        assert_ne!(ip, caller_ip(&SecretKey::from_seed([8; 32]).public()));
+    }
+}
