@@ -80,6 +80,8 @@ enum Command {
     /// Reach a peer's exposed TCP port on a local port (with KEY), or expose a port under
     /// this node's key (without).
     Bind(commands::p2p::BindArgs),
+    /// An HTTP gateway: http://{key}.{domain}/ reaches that peer, WebSockets included.
+    Gateway(commands::p2p::GatewayArgs),
 }
 
 fn main() -> ExitCode {
@@ -132,6 +134,7 @@ fn main() -> ExitCode {
             Command::Key(args) => p2p::key(config_dir, args).await,
             Command::Beam(args) => p2p::beam(args).await,
             Command::Bind(args) => p2p::bind(args).await,
+            Command::Gateway(args) => p2p::gateway(args).await,
         }
     });
     match result {

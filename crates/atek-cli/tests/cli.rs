@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::{TestHost, atek, run, text, write_config};
 
-const SUBCOMMANDS: [&str; 19] = [
+const SUBCOMMANDS: [&str; 20] = [
     "run",
     "install",
     "uninstall",
@@ -29,6 +29,7 @@ const SUBCOMMANDS: [&str; 19] = [
     "key",
     "beam",
     "bind",
+    "gateway",
 ];
 
 /// A service written in Python (exec runtime) that answers HEAD / and GET /.

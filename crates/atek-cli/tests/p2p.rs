@@ -319,6 +319,31 @@ fn the_home_is_reachable_by_its_key() {
     }
     bind.kill().unwrap();
     let _ = bind.wait();
+
+    // The same home through `atek gateway`, at {key}.localhost.
+    let mut gateway_cmd = atek(&laptop);
+    gateway_cmd.args([
+        "gateway",
+        "-p",
+        "0",
+        "--relay",
+        &url.to_string(),
+        "--relay-insecure",
+        "--no-public",
+    ]);
+    let (mut gateway, _, gateway_err) = start(gateway_cmd, Vec::new());
+    let listening = line_after(&gateway_err, "▶ Gateway listening on http://127.0.0.1:");
+    let port: u16 = listening.split(' ').next().unwrap().parse().unwrap();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.write_all(
+        format!("GET /_atek/login HTTP/1.1\r\nHost: {home_key}.localhost:{port}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let head = read_head(&mut tcp);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    gateway.kill().unwrap();
+    let _ = gateway.wait();
 }
 
 /// Reads an HTTP response head, up to the blank line.

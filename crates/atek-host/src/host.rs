@@ -394,7 +394,9 @@ async fn start_p2p(
     tracing::info!(key = %node.key(), "answering HTTP over p2p on this home's key");
     let serving = node.clone();
     tokio::spawn(async move {
-        let serve = move |peer, stream| crate::server::serve_p2p_stream(site.clone(), peer, stream);
+        let home = serving.key();
+        let serve =
+            move |peer, stream| crate::server::serve_p2p_stream(site.clone(), home, peer, stream);
         if let Err(e) = atek_net::bind::serve_streams(&serving, serve, None).await {
             tracing::error!(error = %e, "p2p serving stopped");
         }

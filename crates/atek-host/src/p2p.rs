@@ -68,6 +68,22 @@ pub(crate) fn name_caller(headers: &mut http::HeaderMap, key: &PublicKey) {
     }
 }
 
+/// The home's domain for one p2p request, when its `Host` names this home's key as a label
+/// (`{key}.localhost` through `atek gateway`, `{app}.{key}.localhost` for an app): the
+/// names from that label on. Requests are placed under it instead of the configured domain.
+#[derive(Debug, Clone)]
+pub(crate) struct HomeDomain(pub(crate) String);
+
+impl HomeDomain {
+    pub(crate) fn of(host: &str, home: &PublicKey) -> Option<Self> {
+        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        let key = home.to_string();
+        let labels: Vec<&str> = name.split('.').collect();
+        let at = labels.iter().position(|l| l.eq_ignore_ascii_case(&key))?;
+        Some(Self(labels[at..].join(".").to_ascii_lowercase()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +98,20 @@ mod tests {
         let all: Vec<_> = headers.get_all(REMOTE_PUBLIC_KEY).iter().collect();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].to_str().unwrap(), key.to_string());
+
+        assert_eq!(
+            HomeDomain::of(&format!("{key}.localhost:8080"), &key)
+                .unwrap()
+                .0,
+            format!("{key}.localhost")
+        );
+        assert_eq!(
+            HomeDomain::of(&format!("app.{key}.example.com"), &key)
+                .unwrap()
+                .0,
+            format!("{key}.example.com")
+        );
+        assert!(HomeDomain::of("localhost:8080", &key).is_none());
 
         let ip = caller_ip(&key);
         assert!(!ip.is_loopback());

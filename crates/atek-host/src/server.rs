@@ -169,6 +169,7 @@ async fn accept_loop(
 /// TCP connection, naming the caller's key on every request (see [`crate::p2p`]).
 pub(crate) async fn serve_p2p_stream(
     site: Site,
+    home: atek_core::PublicKey,
     peer: atek_core::PublicKey,
     stream: atek_net::bind::PeerStream,
 ) {
@@ -179,6 +180,14 @@ pub(crate) async fn serve_p2p_stream(
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let site = site.clone();
             crate::p2p::name_caller(req.headers_mut(), &peer);
+            let domain = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| crate::p2p::HomeDomain::of(h, &home));
+            if let Some(domain) = domain {
+                req.extensions_mut().insert(domain);
+            }
             async move {
                 Ok::<_, std::convert::Infallible>(
                     web::handle(site.state, site.router, req, ip).await,

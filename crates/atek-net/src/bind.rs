@@ -129,11 +129,7 @@ pub async fn expose(
 /// over one QUIC connection (made on the first TCP connection, and again if it is lost).
 /// Runs until the listener fails.
 pub async fn forward(node: &Node, peer: PeerAddr, listener: TcpListener) -> Result<(), NetError> {
-    let link = Arc::new(Link {
-        node: node.clone(),
-        peer,
-        conn: Mutex::new(None),
-    });
+    let link = Arc::new(Link::new(node.clone(), peer));
     loop {
         let (tcp, from) = listener.accept().await.map_err(|e| NetError::Io {
             what: "accepting a TCP connection",
@@ -148,15 +144,36 @@ pub async fn forward(node: &Node, peer: PeerAddr, listener: TcpListener) -> Resu
     }
 }
 
-/// The one QUIC connection of a forward to its peer.
+/// The one QUIC connection to a peer's exposed port, made on first use and again when
+/// lost; each [`Link::open`] is a new stream on it.
 #[derive(Debug)]
-struct Link {
+pub(crate) struct Link {
     node: Node,
     peer: PeerAddr,
     conn: Mutex<Option<Connection>>,
 }
 
 impl Link {
+    pub(crate) fn new(node: Node, peer: PeerAddr) -> Self {
+        Self {
+            node,
+            peer,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// A new stream to the peer's exposed port, its header written.
+    pub(crate) async fn open(&self) -> Result<(SendStream, RecvStream), NetError> {
+        let conn = self.connection().await?;
+        let lost = |e: &dyn std::fmt::Display| NetError::Lost {
+            peer: self.peer.key,
+            reason: e.to_string(),
+        };
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+        send.write_all(HEADER).await.map_err(|e| lost(&e))?;
+        Ok((send, recv))
+    }
+
     async fn connection(&self) -> Result<Connection, NetError> {
         let mut slot = self.conn.lock().await;
         if let Some(conn) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
@@ -168,13 +185,7 @@ impl Link {
     }
 
     async fn carry(&self, tcp: TcpStream) -> Result<(), NetError> {
-        let conn = self.connection().await?;
-        let lost = |e: &dyn std::fmt::Display| NetError::Lost {
-            peer: self.peer.key,
-            reason: e.to_string(),
-        };
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
-        send.write_all(HEADER).await.map_err(|e| lost(&e))?;
+        let (send, mut recv) = self.open().await?;
         splice(tcp, send, &mut recv)
             .await
             .map_err(|reason| NetError::Lost {

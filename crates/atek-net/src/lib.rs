@@ -6,6 +6,7 @@
 //!   public address lookup unless asked for: tests and private setups stay off the internet.
 //! - [`bind`] carries TCP connections to a peer's exposed port, many over one QUIC
 //!   connection.
+//! - [`gateway`] maps `{key}.{domain}` to that peer over HTTP, WebSockets included.
 //! - [`beam`] is the encrypted pipe between two machines that share a passphrase (Spork's
 //!   and hyperbeam's `beam`): the passphrase derives the listener's and the connector's keys,
 //!   and the listener accepts only the connector.
@@ -17,6 +18,7 @@
 pub mod beam;
 pub mod bind;
 mod error;
+pub mod gateway;
 pub mod keyfile;
 mod node;
 

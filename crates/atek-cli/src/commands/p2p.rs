@@ -1,4 +1,5 @@
-//! The p2p commands that need no host: `atek key`, `atek beam` and `atek bind`.
+//! The p2p commands that need no host: `atek key`, `atek beam`, `atek bind` and
+//! `atek gateway`.
 //!
 //! Status goes to stderr, each line starting with `▶` as Spork's did; data (the beam's
 //! pipe, the key) goes to stdout.
@@ -97,6 +98,60 @@ pub(crate) struct BindArgs {
     keyfile: Option<PathBuf>,
     #[command(flatten)]
     net: NetArgs,
+}
+
+/// `atek gateway`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "A browser at http://{key}.{domain}:{port}/ reaches that peer's exposed port (atek bind -p, atek serve, or a home with p2p on); *.localhost names reach this machine in browsers without any DNS set-up. Exit codes: 0 stopped with Ctrl-C, 1 failed (port in use), 2 bad usage."
+)]
+pub(crate) struct GatewayArgs {
+    /// The port to listen on.
+    #[arg(short = 'p', long = "port", default_value_t = 8080)]
+    port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    listen: std::net::IpAddr,
+    /// The domain under which keys are subdomains.
+    #[arg(long, default_value = "localhost")]
+    domain: String,
+    /// The keyfile of this node (created if missing); a temporary key otherwise.
+    #[arg(short = 'k', long = "keyfile", value_name = "FILE")]
+    keyfile: Option<PathBuf>,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+pub(crate) async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    let config = args.net.config()?;
+    let key = node_key(args.keyfile.as_deref())?;
+    let listener = tokio::net::TcpListener::bind((args.listen, args.port))
+        .await
+        .map_err(|e| port_error(args.port, e))?;
+    let local = listener.local_addr().context("reading the local port")?;
+    let node = Node::bind(&key, &[], &config).await?;
+    status("Spork powers ACTIVATED");
+    status(&format!(
+        "Gateway listening on http://{}:{} for http://{{key}}.{}:{}/",
+        local.ip(),
+        local.port(),
+        args.domain,
+        local.port()
+    ));
+    tokio::select! {
+        result = atek_net::gateway::serve(&node, listener, &args.domain) => {
+            if let Err(e) = &result {
+                status(&format!("Error: {e}"));
+            }
+            result?;
+            Ok(())
+        }
+        _ = tokio::signal::ctrl_c() => {
+            status("Shutting down gateway...");
+            node.close().await;
+            Ok(())
+        }
+    }
 }
 
 /// This node's key: the keyfile's, or a temporary one (said so).

@@ -262,7 +262,12 @@ pub(crate) async fn handle(
     peer: IpAddr,
 ) -> Response<Body> {
     use tower::ServiceExt;
-    let site = Site::of(&host.config.domain, req.headers(), peer);
+    // A p2p request through a gateway names the home by its key (see `crate::p2p`).
+    let domain = req
+        .extensions()
+        .get::<crate::p2p::HomeDomain>()
+        .map_or(host.config.domain.as_str(), |d| d.0.as_str());
+    let site = Site::of(domain, req.headers(), peer);
     if let Target::App(id) = &site.target {
         let id = id.clone();
         return apps::serve(&host, &site, &id, req.map(Body::new), peer).await;
