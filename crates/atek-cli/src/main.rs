@@ -82,6 +82,8 @@ enum Command {
     Bind(commands::p2p::BindArgs),
     /// An HTTP gateway: http://{key}.{domain}/ reaches that peer, WebSockets included.
     Gateway(commands::p2p::GatewayArgs),
+    /// Serve a folder as a site, on localhost and to peers by this node's key.
+    Serve(commands::p2p::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -135,6 +137,7 @@ fn main() -> ExitCode {
             Command::Beam(args) => p2p::beam(args).await,
             Command::Bind(args) => p2p::bind(args).await,
             Command::Gateway(args) => p2p::gateway(args).await,
+            Command::Serve(args) => p2p::serve(args).await,
         }
     });
     match result {

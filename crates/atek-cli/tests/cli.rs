@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::{TestHost, atek, run, text, write_config};
 
-const SUBCOMMANDS: [&str; 20] = [
+const SUBCOMMANDS: [&str; 21] = [
     "run",
     "install",
     "uninstall",
@@ -30,6 +30,7 @@ const SUBCOMMANDS: [&str; 20] = [
     "beam",
     "bind",
     "gateway",
+    "serve",
 ];
 
 /// A service written in Python (exec runtime) that answers HEAD / and GET /.

@@ -356,3 +356,81 @@ fn read_head(tcp: &mut std::net::TcpStream) -> String {
     }
     String::from_utf8(head).unwrap()
 }
+
+/// A GET on a fresh connection to `port`: the status line and the body (the answer must
+/// say its length).
+fn get(port: u16, path: &str) -> (String, String) {
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .unwrap();
+    let head = read_head(&mut tcp);
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    tcp.read_exact(&mut body).unwrap();
+    (
+        head.lines().next().unwrap().to_owned(),
+        String::from_utf8(body).unwrap(),
+    )
+}
+
+#[test]
+fn serve_shows_a_folder_locally_and_to_peers_and_hides_git() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(site.join(".git")).unwrap();
+    std::fs::write(site.join("index.html"), "<h1>hello from the site</h1>").unwrap();
+    std::fs::write(site.join(".git/config"), "secret").unwrap();
+    let net = |cmd: &mut Command| {
+        cmd.args([
+            "--relay",
+            &url.to_string(),
+            "--relay-insecure",
+            "--no-public",
+        ]);
+    };
+
+    let mut serve_cmd = atek(dir.path());
+    serve_cmd.arg("serve").arg(&site);
+    net(&mut serve_cmd);
+    let (mut serve, _, serve_err) = start(serve_cmd, Vec::new());
+    let serving = line_after(&serve_err, "▶ Serving ");
+    let port: u16 = serving
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let key = line_after(&serve_err, "▶ To peers as ");
+    let key = key.split(' ').next().unwrap().to_owned();
+
+    let (status, body) = get(port, "/");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "<h1>hello from the site</h1>");
+    let (status, _) = get(port, "/.git/config");
+    assert!(status.contains("302"), ".git is hidden: {status}");
+
+    let mut bind_cmd = atek(dir.path());
+    bind_cmd.args(["bind", &key]);
+    net(&mut bind_cmd);
+    let (mut bind, _, bind_err) = start(bind_cmd, Vec::new());
+    let forwarding = line_after(&bind_err, "▶ Forwarding http://localhost:");
+    let p2p_port: u16 = forwarding.split(' ').next().unwrap().parse().unwrap();
+    let (status, body) = get(p2p_port, "/index.html");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "<h1>hello from the site</h1>");
+
+    for child in [&mut bind, &mut serve] {
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+}

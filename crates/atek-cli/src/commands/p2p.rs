@@ -1,5 +1,5 @@
-//! The p2p commands that need no host: `atek key`, `atek beam`, `atek bind` and
-//! `atek gateway`.
+//! The p2p commands that need no host: `atek key`, `atek beam`, `atek bind`,
+//! `atek gateway` and `atek serve`.
 //!
 //! Status goes to stderr, each line starting with `▶` as Spork's did; data (the beam's
 //! pipe, the key) goes to stdout.
@@ -148,6 +148,137 @@ pub(crate) async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         }
         _ = tokio::signal::ctrl_c() => {
             status("Shutting down gateway...");
+            node.close().await;
+            Ok(())
+        }
+    }
+}
+
+/// `atek serve`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "The folder is served on http://localhost:PORT/ and to peers by this node's key (atek bind KEY, atek gateway). Files whose path has a part starting with `.git` are never served. Exit codes: 0 stopped with Ctrl-C, 1 failed (port in use, no such folder), 2 bad usage."
+)]
+pub(crate) struct ServeArgs {
+    /// The folder to serve.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// The local port (random when left out).
+    #[arg(short = 'p', long = "port")]
+    port: Option<u16>,
+    /// The keyfile of this node (created if missing); a temporary key otherwise.
+    #[arg(short = 'k', long = "keyfile", value_name = "FILE")]
+    keyfile: Option<PathBuf>,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+type ServeBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
+
+/// Answers one request from `dir`: a file, a folder's index.html, 404; `.git` is hidden
+/// (redirected to `/`, as Spork did).
+async fn serve_file(
+    dir: std::sync::Arc<tower_http::services::ServeDir>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<ServeBody>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    if req
+        .uri()
+        .path()
+        .split('/')
+        .any(|part| part.starts_with(".git"))
+    {
+        let mut response = http::Response::new(
+            http_body_util::Empty::new()
+                .map_err(|never: std::convert::Infallible| match never {})
+                .boxed_unsync(),
+        );
+        *response.status_mut() = http::StatusCode::FOUND;
+        response
+            .headers_mut()
+            .insert(http::header::LOCATION, http::HeaderValue::from_static("/"));
+        return Ok(response);
+    }
+    let response = (*dir).clone().oneshot(req).await;
+    let response = match response {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    Ok(response.map(|body| body.boxed_unsync()))
+}
+
+/// Serves HTTP/1.1 from `files` on one connection, local or p2p.
+async fn serve_connection<I>(files: std::sync::Arc<tower_http::services::ServeDir>, io: I)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |req| serve_file(std::sync::Arc::clone(&files), req));
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .await
+    {
+        tracing::trace!(error = %e, "serve connection ended");
+    }
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    use hyper_util::rt::TokioIo;
+
+    if !args.dir.is_dir() {
+        anyhow::bail!(
+            "{} is not a folder: give the folder to serve",
+            args.dir.display()
+        );
+    }
+    let config = args.net.config()?;
+    let key = node_key(args.keyfile.as_deref())?;
+    let port = args.port.unwrap_or(0);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| port_error(port, e))?;
+    let local = listener.local_addr().context("reading the local port")?;
+    let node = Node::bind(&key, &[bind::ALPN], &config).await?;
+    let files = std::sync::Arc::new(
+        tower_http::services::ServeDir::new(&args.dir).append_index_html_on_directories(true),
+    );
+    status("Spork powers ACTIVATED");
+    status(&format!(
+        "Serving {} on http://localhost:{}/",
+        args.dir.display(),
+        local.port()
+    ));
+    status(&format!(
+        "To peers as {} (atek bind {} -p PORT)",
+        node.key(),
+        node.key()
+    ));
+
+    let p2p = {
+        let files = std::sync::Arc::clone(&files);
+        let serve = move |_peer, stream| {
+            serve_connection(std::sync::Arc::clone(&files), TokioIo::new(stream))
+        };
+        bind::serve_streams(&node, serve, None)
+    };
+    let local_loop = async {
+        loop {
+            let (tcp, _) = listener.accept().await.context("accepting a connection")?;
+            tokio::spawn(serve_connection(
+                std::sync::Arc::clone(&files),
+                TokioIo::new(tcp),
+            ));
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), anyhow::Error>(())
+    };
+    tokio::select! {
+        result = p2p => result.map_err(anyhow::Error::from),
+        result = local_loop => result,
+        _ = tokio::signal::ctrl_c() => {
+            status("Shutting down serve...");
             node.close().await;
             Ok(())
         }
