@@ -133,7 +133,7 @@ fn main() -> ExitCode {
             Command::Moduser(args) => users::moduser(config_dir, args).await,
             Command::Deluser(args) => users::deluser(config_dir, args).await,
             Command::Db(command) => commands::db::run(config_dir, command).await,
-            Command::Key(args) => p2p::key(config_dir, args).await,
+            Command::Key(args) => p2p::key(config_dir.join("node.key"), args).await,
             Command::Beam(args) => p2p::beam(args).await,
             Command::Bind(args) => p2p::bind(args).await,
             Command::Gateway(args) => p2p::gateway(args).await,

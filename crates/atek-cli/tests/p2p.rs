@@ -434,3 +434,26 @@ fn serve_shows_a_folder_locally_and_to_peers_and_hides_git() {
         let _ = child.wait();
     }
 }
+
+/// The `spork` binary: Spork's command names, the same options and exit codes.
+#[test]
+fn spork_offers_the_p2p_commands_under_their_old_names() {
+    let spork = || Command::new(env!("CARGO_BIN_EXE_spork"));
+    let out = run(spork().arg("--help"));
+    assert!(out.status.success(), "{}", text(&out));
+    for command in ["bind", "gateway", "serve", "beam", "key"] {
+        assert!(text(&out).contains(command), "spork --help lists {command}");
+        let out = run(spork().args([command, "--help"]));
+        assert!(
+            out.status.success(),
+            "spork {command} --help: {}",
+            text(&out)
+        );
+    }
+    let out = run(spork().args(["beam", "not-a-passphrase", "--no-public"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(spork().args(["key", "--json"]).current_dir(dir.path()));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(dir.path().join("spork.key").exists());
+}

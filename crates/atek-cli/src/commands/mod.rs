@@ -21,11 +21,9 @@ use atek_host::paths::Paths;
 
 /// Maps an error to the exit code documented in main.rs.
 pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<p2p::BadUsage>().is_some() {
-        return 2;
-    }
-    if e.downcast_ref::<p2p::Interrupted>().is_some() {
-        return 130;
+    match p2p::exit_code(e) {
+        1 => {}
+        code => return code,
     }
     match e.downcast_ref::<ClientError>() {
         Some(ClientError::NotRunning { .. }) => 3,

@@ -53,8 +53,8 @@ impl NetArgs {
 /// `atek key`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct KeyArgs {
-    /// The keyfile (created if missing) [default: node.key in the config dir: the host's
-    /// own key].
+    /// The keyfile (created if missing) [default: `atek`: node.key in the config dir, the
+    /// host's own key; `spork`: ./spork.key].
     #[arg(short = 'k', long = "keyfile", value_name = "FILE")]
     keyfile: Option<PathBuf>,
     /// Print `{"publicKey": "…"}` instead of the key and its QR code.
@@ -401,8 +401,9 @@ pub(crate) fn read_keyfile(path: &Path) -> anyhow::Result<atek_core::SecretKey> 
     Ok(key)
 }
 
-pub(crate) async fn key(config_dir: PathBuf, args: KeyArgs) -> anyhow::Result<()> {
-    let path = args.keyfile.unwrap_or_else(|| config_dir.join("node.key"));
+/// `key`: `default` is the keyfile read when `-k` is not given.
+pub(crate) async fn key(default: PathBuf, args: KeyArgs) -> anyhow::Result<()> {
+    let path = args.keyfile.unwrap_or(default);
     let key = read_keyfile(&path)?;
     let public = key.public().to_string();
     if args.json {
@@ -490,6 +491,17 @@ async fn run_beam(
 
 fn status(line: &str) {
     eprintln!("▶ {line}");
+}
+
+/// The exit code of a p2p command's error: 2 bad usage, 130 interrupted, 1 otherwise.
+pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<BadUsage>().is_some() {
+        2
+    } else if e.downcast_ref::<Interrupted>().is_some() {
+        130
+    } else {
+        1
+    }
 }
 
 /// A command line that cannot be acted on (exit code 2).
