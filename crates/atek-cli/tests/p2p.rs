@@ -110,6 +110,10 @@ fn beam_between_two_processes_both_ways() {
             .any(|l| l.contains("Success! Encrypted tunnel established")),
         "{b_lines:?}"
     );
+    assert!(
+        b_lines.iter().any(|l| l.starts_with("▶ Path: ")),
+        "the path is reported: {b_lines:?}"
+    );
     assert!(a_out.join().unwrap() == to_a, "A got B's bytes exactly");
     assert!(b_out.join().unwrap() == to_b, "B got A's bytes exactly");
 }

@@ -181,6 +181,11 @@ impl Beam {
         self.peer
     }
 
+    /// The connection, to watch its [`Route`](crate::Route).
+    pub fn connection(&self) -> Connection {
+        self.conn.clone()
+    }
+
     /// Copies `input` to the peer and the peer's bytes to `output` until both directions
     /// are done: the local input ended (the peer then sees end of input) and the peer's
     /// did (`output` is then shut down). Returns once the peer has read all that was sent;

@@ -21,9 +21,11 @@ mod error;
 pub mod gateway;
 pub mod keyfile;
 mod node;
+mod route;
 
 pub use error::NetError;
 pub use node::{DEFAULT_CONNECT_TIMEOUT, NetConfig, Node, PeerAddr};
+pub use route::Route;
 
 /// The iroh types a caller of this crate meets (streams, relay URLs), re-exported so that
 /// callers need not depend on iroh's exact version themselves.

@@ -216,3 +216,40 @@ fn passphrases_round_trip_and_bad_ones_say_why() {
     let bad = Passphrase::parse(&bad).unwrap_err().to_string();
     assert!(bad.contains("a-z and the digits 2-7"), "{bad}");
 }
+
+/// Two nodes on one machine start through the relay and move to a direct path; the route
+/// says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_goes_direct_when_it_can() {
+    let relay = relay().await;
+    let p = Passphrase::generate();
+    let a = listener(&relay, &p).await;
+    let b = connector(&relay, &p.connector_key()).await;
+    let listen = {
+        let (a, p) = (a.clone(), p.clone());
+        tokio::spawn(async move { beam::accept(&a, &p).await.unwrap() })
+    };
+    let beam = beam::connect(&b, &p, None).await.unwrap();
+    let _other = listen.await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(atek_net::Route::watch(beam.connection(), move |r| {
+        let _ = tx.send(r.clone());
+    }));
+    let direct = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(route) = rx.recv().await {
+            if let atek_net::Route::Direct(addr) = route {
+                return addr;
+            }
+        }
+        panic!("the connection closed before going direct");
+    })
+    .await
+    .expect("a direct path within 10 s on loopback");
+    assert!(direct.ip().is_loopback(), "{direct}");
+    assert_eq!(
+        atek_net::Route::of(&beam.connection()),
+        atek_net::Route::Direct(direct)
+    );
+    a.close().await;
+    b.close().await;
+}

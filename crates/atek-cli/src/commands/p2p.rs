@@ -482,7 +482,13 @@ async fn run_beam(
         "Success! Encrypted tunnel established to remote peer {}",
         pipe.peer()
     ));
+    // Say which way the bytes go, and when that changes (relayed first, direct once hole
+    // punching works).
+    let route = tokio::spawn(atek_net::Route::watch(pipe.connection(), |route| {
+        status(&format!("Path: {route}"));
+    }));
     let stats = pipe.pipe(tokio::io::stdin(), tokio::io::stdout()).await;
+    route.abort();
     node.close().await;
     let stats = stats?;
     tracing::debug!(sent = stats.sent, received = stats.received, "beam done");
