@@ -7,6 +7,8 @@
 //! - [`beam`] is the encrypted pipe between two machines that share a passphrase (Spork's
 //!   and hyperbeam's `beam`): the passphrase derives the listener's and the connector's keys,
 //!   and the listener accepts only the connector.
+//! - [`relay`] runs iroh's relay server (`atek relay`), so that a community can host its own
+//!   relay; nodes trust its self-signed certificate through [`NetConfig::relay_ca`].
 //!
 //! This crate knows nothing of logs, tables or the host.
 //!
@@ -16,6 +18,7 @@ pub mod beam;
 mod error;
 pub mod keyfile;
 mod node;
+pub mod relay;
 
 pub use error::NetError;
 pub use node::{DEFAULT_CONNECT_TIMEOUT, NetConfig, Node, PeerAddr};
@@ -25,4 +28,5 @@ pub use node::{DEFAULT_CONNECT_TIMEOUT, NetConfig, Node, PeerAddr};
 pub mod iroh {
     pub use iroh::endpoint::{Connection, RecvStream, SendStream};
     pub use iroh::{RelayConfig, RelayMap, RelayUrl};
+    pub use iroh_relay::RelayQuicConfig;
 }
