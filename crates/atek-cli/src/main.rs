@@ -77,6 +77,8 @@ enum Command {
     /// An end-to-end encrypted pipe between two machines: stdin to the other side, the
     /// other side to stdout.
     Beam(commands::p2p::BeamArgs),
+    /// Run a relay for p2p connections (iroh's), so a community can host its own.
+    Relay(commands::relay::RelayArgs),
 }
 
 fn main() -> ExitCode {
@@ -128,6 +130,7 @@ fn main() -> ExitCode {
             Command::Db(command) => commands::db::run(config_dir, command).await,
             Command::Key(args) => p2p::key(config_dir, args).await,
             Command::Beam(args) => p2p::beam(args).await,
+            Command::Relay(args) => relay::run(args).await,
         }
     });
     match result {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::{TestHost, atek, run, text, write_config};
 
-const SUBCOMMANDS: [&str; 18] = [
+const SUBCOMMANDS: [&str; 19] = [
     "run",
     "install",
     "uninstall",
@@ -28,6 +28,7 @@ const SUBCOMMANDS: [&str; 18] = [
     "db",
     "key",
     "beam",
+    "relay",
 ];
 
 /// A service written in Python (exec runtime) that answers HEAD / and GET /.
