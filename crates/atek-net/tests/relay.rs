@@ -35,12 +35,11 @@ fn self_signed(dir: &Path) -> RelayOptions {
 fn config(relay: &RelayHandle, ca: Option<&Path>, timeout: Duration) -> NetConfig {
     NetConfig {
         relays: vec![relay.relay_config()],
-        public: false,
+        // Verified: loopback() alone would trust any certificate.
         insecure_relay_tls: false,
         relay_ca: ca.into_iter().map(Path::to_owned).collect(),
-        bind: Some(loopback()),
-        port_mapping: false,
         connect_timeout: timeout,
+        ..NetConfig::loopback(Vec::new())
     }
 }
 
