@@ -84,6 +84,8 @@ enum Command {
     Gateway(commands::p2p::GatewayArgs),
     /// Serve a folder as a site, on localhost and to peers by this node's key.
     Serve(commands::p2p::ServeArgs),
+    /// Run a relay for p2p connections (iroh's), so a community can host its own.
+    Relay(commands::relay::RelayArgs),
 }
 
 fn main() -> ExitCode {
@@ -138,6 +140,7 @@ fn main() -> ExitCode {
             Command::Bind(args) => p2p::bind(args).await,
             Command::Gateway(args) => p2p::gateway(args).await,
             Command::Serve(args) => p2p::serve(args).await,
+            Command::Relay(args) => relay::run(args).await,
         }
     });
     match result {

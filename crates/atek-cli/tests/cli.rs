@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::{TestHost, atek, run, text, write_config};
 
-const SUBCOMMANDS: [&str; 21] = [
+const SUBCOMMANDS: [&str; 22] = [
     "run",
     "install",
     "uninstall",
@@ -31,6 +31,7 @@ const SUBCOMMANDS: [&str; 21] = [
     "bind",
     "gateway",
     "serve",
+    "relay",
 ];
 
 /// A service written in Python (exec runtime) that answers HEAD / and GET /.

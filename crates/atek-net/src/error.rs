@@ -1,5 +1,7 @@
 //! What can go wrong on the network, in words a person can act on.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use atek_core::PublicKey;
@@ -68,5 +70,47 @@ pub enum NetError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// A relay CA file (`relay_ca`) that cannot be used.
+    #[error(
+        "cannot use {} as a relay CA: {reason}; give the PEM certificate file of the relay (or of its CA) that its operator handed out",
+        path.display()
+    )]
+    RelayCa {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// A relay's own certificate or key file that cannot be used.
+    #[error("cannot use {} for the relay's TLS: {reason}", path.display())]
+    RelayCert {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// A relay that cannot listen where it was asked to.
+    #[error("{}", crate::relay::listen_message(*listener, addr, source))]
+    RelayListen {
+        /// Which of its sockets.
+        listener: crate::relay::RelayListener,
+        /// The address it was to bind.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Relay options that do not make a relay.
+    #[error("cannot start the relay: {reason}")]
+    RelayOptions {
+        /// Why not.
+        reason: String,
+    },
+    /// A running relay stopped by itself.
+    #[error("the relay stopped: {reason}")]
+    RelayStopped {
+        /// Why.
+        reason: String,
     },
 }

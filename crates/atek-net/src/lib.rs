@@ -10,6 +10,8 @@
 //! - [`beam`] is the encrypted pipe between two machines that share a passphrase (Spork's
 //!   and hyperbeam's `beam`): the passphrase derives the listener's and the connector's keys,
 //!   and the listener accepts only the connector.
+//! - [`relay`] runs iroh's relay server (`atek relay`), so that a community can host its own
+//!   relay; nodes trust its self-signed certificate through [`NetConfig::relay_ca`].
 //!
 //! This crate knows nothing of logs, tables or the host.
 //!
@@ -21,6 +23,7 @@ mod error;
 pub mod gateway;
 pub mod keyfile;
 mod node;
+pub mod relay;
 mod route;
 
 pub use error::NetError;
@@ -32,4 +35,5 @@ pub use route::Route;
 pub mod iroh {
     pub use iroh::endpoint::{Connection, RecvStream, SendStream};
     pub use iroh::{RelayConfig, RelayMap, RelayUrl};
+    pub use iroh_relay::RelayQuicConfig;
 }

@@ -1,6 +1,7 @@
 //! A node: one iroh endpoint with an Atek key.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use atek_core::{PublicKey, SecretKey};
@@ -29,6 +30,12 @@ pub struct NetConfig {
     /// Accept any TLS certificate from the relays. Only for a relay started by a test or a
     /// throwaway local setup: it gives up knowing that the relay is the one named.
     pub insecure_relay_tls: bool,
+    /// PEM files whose certificates are trusted for the relays' TLS (a self-hosted relay's
+    /// self-signed certificate, or a private CA), in addition to the usual public roots.
+    /// Without it such a relay can be used neither for relaying nor for QUIC address
+    /// discovery, and hole punching silently falls back to relaying. A file that is missing
+    /// or does not parse fails [`Node::bind`], naming the file.
+    pub relay_ca: Vec<PathBuf>,
     /// The UDP address to bind; `None` binds every interface on a random port.
     pub bind: Option<SocketAddr>,
     /// Ask the home router for a port mapping (UPnP, NAT-PMP, PCP). It talks to the local
@@ -44,6 +51,7 @@ impl Default for NetConfig {
             relays: Vec::new(),
             public: true,
             insecure_relay_tls: false,
+            relay_ca: Vec::new(),
             bind: None,
             port_mapping: true,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -59,6 +67,7 @@ impl NetConfig {
             relays,
             public: false,
             insecure_relay_tls: true,
+            relay_ca: Vec::new(),
             bind: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             port_mapping: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -139,6 +148,9 @@ impl Node {
                 config.relays.iter().cloned(),
             )))
         };
+        if !config.relay_ca.is_empty() {
+            builder = builder.ca_tls_config(crate::relay::ca_tls_config(&config.relay_ca)?);
+        }
         if config.insecure_relay_tls {
             builder = insecure_relay_tls(builder)?;
         }

@@ -8,6 +8,7 @@ pub(crate) mod logs;
 pub(crate) mod ls;
 pub(crate) mod manage;
 pub(crate) mod p2p;
+pub(crate) mod relay;
 pub(crate) mod run;
 pub(crate) mod users;
 

@@ -25,6 +25,14 @@ pub(crate) struct NetArgs {
     /// certificate, as in tests.
     #[arg(long)]
     relay_insecure: bool,
+    /// A PEM file of certificates to trust for the relays' TLS, on top of the public roots
+    /// (repeat for more): the one `atek relay --self-signed DIR` made (DIR/cert.pem), or a
+    /// private CA's. Without it a relay with such a certificate cannot be used.
+    #[arg(long = "relay-ca", value_name = "FILE")]
+    relay_ca: Vec<PathBuf>,
+    /// The UDP port of the `--relay`s' QUIC address discovery, when not the default.
+    #[arg(long, value_name = "PORT", default_value_t = atek_net::relay::DEFAULT_QUIC_PORT)]
+    relay_quic_port: u16,
     /// Use no public relay or address lookup (n0's, iroh's defaults), only `--relay`s.
     #[arg(long)]
     no_public: bool,
@@ -38,11 +46,16 @@ impl NetArgs {
         let relays = self
             .relays
             .iter()
-            .map(|url| NetConfig::parse_relay(url))
+            .map(|url| {
+                let mut relay = NetConfig::parse_relay(url)?;
+                relay.quic = Some(atek_net::iroh::RelayQuicConfig::new(self.relay_quic_port));
+                Ok::<_, atek_net::NetError>(relay)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(NetConfig {
             relays,
             insecure_relay_tls: self.relay_insecure,
+            relay_ca: self.relay_ca.clone(),
             public: !self.no_public,
             connect_timeout: Duration::from_secs(self.timeout.max(1)),
             ..NetConfig::default()
