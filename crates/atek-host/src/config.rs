@@ -103,8 +103,11 @@ pub struct P2pConfig {
     /// With no `relays`, use iroh's public relays (n0's) and address lookup (DNS and pkarr).
     /// Default `true`.
     pub public: bool,
+    /// PEM files whose certificates are trusted for the relays, on top of the public roots
+    /// (a self-hosted relay's `cert.pem`, as `atek relay --self-signed` makes it).
+    pub relay_ca: Vec<PathBuf>,
     /// Accept any TLS certificate from the relays: only for a local relay with a
-    /// self-signed certificate, as in tests. Default `false`.
+    /// self-signed certificate, in builds for tests. Default `false`.
     pub insecure_relay_tls: bool,
 }
 
@@ -114,6 +117,7 @@ impl Default for P2pConfig {
             enabled: false,
             relays: Vec::new(),
             public: true,
+            relay_ca: Vec::new(),
             insecure_relay_tls: false,
         }
     }

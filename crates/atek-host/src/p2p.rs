@@ -40,6 +40,7 @@ pub(crate) fn net_config(config: &P2pConfig) -> Result<NetConfig, NetError> {
     Ok(NetConfig {
         relays,
         public: config.public,
+        relay_ca: config.relay_ca.clone(),
         insecure_relay_tls: config.insecure_relay_tls,
         ..NetConfig::default()
     })
