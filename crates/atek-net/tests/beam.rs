@@ -2,45 +2,18 @@
 //! both directions with half-close, refused keys, a wrong passphrase, a peer that leaves.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use atek_core::SecretKey;
 use atek_net::beam::{self, Passphrase};
-use atek_net::{NetConfig, NetError, Node};
+use atek_net::{NetError, Node};
+use common::{Relay, data};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Bytes that do not repeat in any short period (xorshift), from `seed`.
-fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-struct Relay {
-    config: NetConfig,
-    /// The relay server; it stops when dropped.
-    _server: Box<dyn std::any::Any + Send>,
-}
-
 async fn relay() -> Relay {
-    let (map, _url, server) = iroh::test_utils::run_relay_server().await.unwrap();
-    let relays = map
-        .relays::<Vec<_>>()
-        .iter()
-        .map(|r| (**r).clone())
-        .collect();
-    let mut config = NetConfig::loopback(relays);
-    config.connect_timeout = Duration::from_secs(5);
-    Relay {
-        config,
-        _server: Box::new(server),
-    }
+    common::relay(Duration::from_secs(5)).await
 }
 
 async fn listener(relay: &Relay, p: &Passphrase) -> Node {

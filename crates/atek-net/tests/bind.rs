@@ -3,26 +3,17 @@
 //! a target that refuses.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use atek_core::SecretKey;
+use atek_net::Node;
 use atek_net::bind::{self, BindEvent};
-use atek_net::{NetConfig, Node};
+use common::data;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-
-async fn relay_config() -> (NetConfig, Box<dyn std::any::Any + Send>) {
-    let (map, _url, server) = iroh::test_utils::run_relay_server().await.unwrap();
-    let relays = map
-        .relays::<Vec<_>>()
-        .iter()
-        .map(|r| (**r).clone())
-        .collect();
-    let mut config = NetConfig::loopback(relays);
-    config.connect_timeout = Duration::from_secs(5);
-    (config, Box::new(server))
-}
 
 /// A TCP server that echoes everything back, then closes its side after the client's end
 /// of input (so half-close is what ends each echo).
@@ -42,24 +33,13 @@ async fn echo_server() -> std::net::SocketAddr {
     addr
 }
 
-fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_tcp_connections_share_one_p2p_connection() {
-    let (config, _relay) = relay_config().await;
+    let relay = common::relay(Duration::from_secs(5)).await;
+    let config = &relay.config;
     let echo = echo_server().await;
 
-    let server = Node::bind(&SecretKey::generate(), &[bind::ALPN], &config)
+    let server = Node::bind(&SecretKey::generate(), &[bind::ALPN], config)
         .await
         .unwrap();
     server.online().await;
@@ -69,7 +49,7 @@ async fn a_hundred_tcp_connections_share_one_p2p_connection() {
         tokio::spawn(async move { bind::expose(&server, echo.to_string(), Some(events_tx)).await })
     };
 
-    let client = Node::bind(&SecretKey::generate(), &[], &config)
+    let client = Node::bind(&SecretKey::generate(), &[], config)
         .await
         .unwrap();
     let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -119,14 +99,15 @@ async fn a_hundred_tcp_connections_share_one_p2p_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_target_closes_the_tcp_connection_and_is_reported() {
-    let (config, _relay) = relay_config().await;
+    let relay = common::relay(Duration::from_secs(5)).await;
+    let config = &relay.config;
     // A port nobody listens on: bind one, note it, drop it.
     let dead = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap()
         .local_addr()
         .unwrap();
-    let server = Node::bind(&SecretKey::generate(), &[bind::ALPN], &config)
+    let server = Node::bind(&SecretKey::generate(), &[bind::ALPN], config)
         .await
         .unwrap();
     server.online().await;
@@ -135,7 +116,7 @@ async fn a_refused_target_closes_the_tcp_connection_and_is_reported() {
         let server = server.clone();
         tokio::spawn(async move { bind::expose(&server, dead.to_string(), Some(events_tx)).await });
     }
-    let client = Node::bind(&SecretKey::generate(), &[], &config)
+    let client = Node::bind(&SecretKey::generate(), &[], config)
         .await
         .unwrap();
     let local = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -3,11 +3,13 @@
 //! connection, and the gateway's own answers for no key, a bad key and an unreachable peer.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::time::Duration;
 
 use atek_core::SecretKey;
-use atek_net::{NetConfig, Node, bind, gateway};
+use atek_net::{Node, bind, gateway};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -105,17 +107,11 @@ async fn body_text(response: Response<Incoming>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_as_subdomains_reach_their_peers() {
-    let (map, _url, _relay) = iroh::test_utils::run_relay_server().await.unwrap();
-    let relays = map
-        .relays::<Vec<_>>()
-        .iter()
-        .map(|r| (**r).clone())
-        .collect();
-    let mut config = NetConfig::loopback(relays);
-    config.connect_timeout = Duration::from_secs(3);
+    let relay = common::relay(Duration::from_secs(3)).await;
+    let config = &relay.config;
 
     let app = serve_app().await;
-    let peer = Node::bind(&SecretKey::generate(), &[bind::ALPN], &config)
+    let peer = Node::bind(&SecretKey::generate(), &[bind::ALPN], config)
         .await
         .unwrap();
     peer.online().await;
@@ -124,7 +120,7 @@ async fn keys_as_subdomains_reach_their_peers() {
         tokio::spawn(async move { bind::expose(&peer, app.to_string(), None).await });
     }
 
-    let node = Node::bind(&SecretKey::generate(), &[], &config)
+    let node = Node::bind(&SecretKey::generate(), &[], config)
         .await
         .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
