@@ -136,10 +136,10 @@ fn main() -> ExitCode {
             Command::Deluser(args) => users::deluser(config_dir, args).await,
             Command::Db(command) => commands::db::run(config_dir, command).await,
             Command::Key(args) => p2p::key(config_dir.join("node.key"), args).await,
-            Command::Beam(args) => p2p::beam(args).await,
-            Command::Bind(args) => p2p::bind(args).await,
-            Command::Gateway(args) => p2p::gateway(args).await,
-            Command::Serve(args) => p2p::serve(args).await,
+            Command::Beam(args) => p2p::beam(net_defaults(&config_dir)?, args).await,
+            Command::Bind(args) => p2p::bind(net_defaults(&config_dir)?, args).await,
+            Command::Gateway(args) => p2p::gateway(net_defaults(&config_dir)?, args).await,
+            Command::Serve(args) => p2p::serve(net_defaults(&config_dir)?, args).await,
             Command::Relay(args) => relay::run(args).await,
         }
     });
@@ -150,6 +150,16 @@ fn main() -> ExitCode {
             ExitCode::from(commands::exit_code(&e))
         }
     }
+}
+
+/// The relays of config.json, for p2p commands given no `--relay` (a missing file is none).
+fn net_defaults(config_dir: &std::path::Path) -> anyhow::Result<commands::p2p::NetDefaults> {
+    let paths = atek_host::paths::Paths::new(config_dir);
+    let config = atek_host::config::Config::load(&paths.config_file())?;
+    Ok(commands::p2p::NetDefaults {
+        relays: config.relays,
+        relay_ca: config.relay_ca,
+    })
 }
 
 /// The error and its causes, each cause once: a context that already quotes its cause

@@ -52,10 +52,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Bind(args) => p2p::bind(args).await,
-            Command::Gateway(args) => p2p::gateway(args).await,
-            Command::Serve(args) => p2p::serve(args).await,
-            Command::Beam(args) => p2p::beam(args).await,
+            Command::Bind(args) => p2p::bind(Default::default(), args).await,
+            Command::Gateway(args) => p2p::gateway(Default::default(), args).await,
+            Command::Serve(args) => p2p::serve(Default::default(), args).await,
+            Command::Beam(args) => p2p::beam(Default::default(), args).await,
             // Spork kept no config dir: `spork key` reads ./spork.key unless given -k.
             Command::Key(args) => p2p::key("spork.key".into(), args).await,
         }

@@ -93,9 +93,10 @@ fn beam_between_two_processes_both_ways() {
     };
     assert_eq!(passphrase.len(), 52);
 
+    // The connector takes its relay from config.json's `relays` instead of --relay.
+    common::write_config(dir.path(), &format!(r#","relays":["{url}"]"#));
     let mut b_cmd = atek(dir.path());
-    b_cmd.args(["beam", &passphrase]);
-    net(&mut b_cmd);
+    b_cmd.args(["beam", &passphrase, "--relay-insecure", "--no-public"]);
     let (mut b, b_out, b_err) = start(b_cmd, to_a.clone());
 
     let a_status = a.wait().unwrap();
@@ -275,7 +276,7 @@ fn the_home_is_reachable_by_its_key() {
     common::write_config(
         &home,
         &format!(
-            r#","p2p":{{"enabled":true,"relays":["{url}"],"public":false,"insecureRelayTls":true}}"#
+            r#","relays":["{url}"],"p2p":{{"enabled":true,"public":false,"insecureRelayTls":true}}"#
         ),
     );
     let _host = common::TestHost::start(&home);

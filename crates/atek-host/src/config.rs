@@ -85,6 +85,13 @@ pub struct Config {
     /// every account. Default `false`: only admins install; everyone gets
     /// `defaultMainService`.
     pub users_may_install: bool,
+    /// Relay URLs for p2p: the home's node and the p2p commands (`atek beam`, `bind`,
+    /// `gateway`, `serve`) without `--relay` use these. Empty: iroh's public relays and
+    /// address lookup (unless `p2p.public` is false).
+    pub relays: Vec<String>,
+    /// PEM files whose certificates are trusted for the relays, on top of the public roots
+    /// (a self-hosted relay's `cert.pem`, as `atek relay --self-signed` makes it).
+    pub relay_ca: Vec<PathBuf>,
     /// The home's p2p node: its key is `node.key` in the config dir (made on first run).
     pub p2p: P2pConfig,
 }
@@ -97,15 +104,9 @@ pub struct P2pConfig {
     /// laptop anywhere reaches this home's web UI and apps, with the normal login. Default
     /// `false`.
     pub enabled: bool,
-    /// Relay URLs. Empty: iroh's public relays and address lookup when `public` is true,
-    /// none at all otherwise.
-    pub relays: Vec<String>,
     /// With no `relays`, use iroh's public relays (n0's) and address lookup (DNS and pkarr).
     /// Default `true`.
     pub public: bool,
-    /// PEM files whose certificates are trusted for the relays, on top of the public roots
-    /// (a self-hosted relay's `cert.pem`, as `atek relay --self-signed` makes it).
-    pub relay_ca: Vec<PathBuf>,
     /// Accept any TLS certificate from the relays: only for a local relay with a
     /// self-signed certificate, in builds for tests. Default `false`.
     pub insecure_relay_tls: bool,
@@ -115,9 +116,7 @@ impl Default for P2pConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            relays: Vec::new(),
             public: true,
-            relay_ca: Vec::new(),
             insecure_relay_tls: false,
         }
     }
@@ -164,6 +163,8 @@ impl Default for Config {
             http_threads: 0,
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             users_may_install: false,
+            relays: Vec::new(),
+            relay_ca: Vec::new(),
             p2p: P2pConfig::default(),
         }
     }

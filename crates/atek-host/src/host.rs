@@ -386,7 +386,7 @@ async fn start_p2p(
     if !state.config.p2p.enabled {
         return Ok(None);
     }
-    let node = crate::p2p::bind(&key, &state.config.p2p)
+    let node = crate::p2p::bind(&key, &state.config)
         .await
         .map_err(|e| HostError::P2p {
             reason: e.to_string(),

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use atek_core::{PublicKey, SecretKey};
 use atek_net::{NetConfig, NetError, Node};
 
-use crate::config::P2pConfig;
+use crate::config::Config;
 
 /// The header that names the key of a p2p caller.
 pub(crate) const REMOTE_PUBLIC_KEY: &str = "atek-remote-public-key";
@@ -30,8 +30,8 @@ pub(crate) fn node_key(
     Ok(key)
 }
 
-/// The network settings of `p2p` in config.json.
-pub(crate) fn net_config(config: &P2pConfig) -> Result<NetConfig, NetError> {
+/// The network settings of config.json (`relays`, `relayCa`, `p2p`).
+pub(crate) fn net_config(config: &Config) -> Result<NetConfig, NetError> {
     let relays = config
         .relays
         .iter()
@@ -39,15 +39,15 @@ pub(crate) fn net_config(config: &P2pConfig) -> Result<NetConfig, NetError> {
         .collect::<Result<Vec<_>, _>>()?;
     Ok(NetConfig {
         relays,
-        public: config.public,
+        public: config.p2p.public,
         relay_ca: config.relay_ca.clone(),
-        insecure_relay_tls: config.insecure_relay_tls,
+        insecure_relay_tls: config.p2p.insecure_relay_tls,
         ..NetConfig::default()
     })
 }
 
 /// Starts the node that answers HTTP for this home.
-pub(crate) async fn bind(key: &SecretKey, config: &P2pConfig) -> Result<Node, NetError> {
+pub(crate) async fn bind(key: &SecretKey, config: &Config) -> Result<Node, NetError> {
     Node::bind(key, &[atek_net::bind::ALPN], &net_config(config)?).await
 }
 

@@ -18,7 +18,7 @@ use atek_net::{NetConfig, Node};
 #[derive(Debug, clap::Args)]
 pub(crate) struct NetArgs {
     /// A relay to use (repeat for more). Given relays replace the public ones, and no
-    /// public address lookup is used then.
+    /// public address lookup is used then. Without it, `atek` uses config.json's `relays`.
     #[arg(long = "relay", value_name = "URL")]
     relays: Vec<String>,
     /// Trust any TLS certificate from the relays: only for a local relay with a self-signed
@@ -41,10 +41,23 @@ pub(crate) struct NetArgs {
     timeout: u64,
 }
 
+/// The relays a p2p command uses when given no `--relay`: `atek`'s come from config.json
+/// (`relays`, `relayCa`); `spork` has none.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NetDefaults {
+    pub(crate) relays: Vec<String>,
+    pub(crate) relay_ca: Vec<PathBuf>,
+}
+
 impl NetArgs {
-    fn config(&self) -> anyhow::Result<NetConfig> {
-        let relays = self
-            .relays
+    fn config(&self, defaults: &NetDefaults) -> anyhow::Result<NetConfig> {
+        let (urls, mut relay_ca) = if self.relays.is_empty() {
+            (&defaults.relays, defaults.relay_ca.clone())
+        } else {
+            (&self.relays, Vec::new())
+        };
+        relay_ca.extend(self.relay_ca.iter().cloned());
+        let relays = urls
             .iter()
             .map(|url| {
                 let mut relay = NetConfig::parse_relay(url)?;
@@ -55,7 +68,7 @@ impl NetArgs {
         Ok(NetConfig {
             relays,
             insecure_relay_tls: self.relay_insecure,
-            relay_ca: self.relay_ca.clone(),
+            relay_ca,
             public: !self.no_public,
             connect_timeout: Duration::from_secs(self.timeout.max(1)),
             ..NetConfig::default()
@@ -135,8 +148,8 @@ pub(crate) struct GatewayArgs {
     net: NetArgs,
 }
 
-pub(crate) async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
-    let config = args.net.config()?;
+pub(crate) async fn gateway(defaults: NetDefaults, args: GatewayArgs) -> anyhow::Result<()> {
+    let config = args.net.config(&defaults)?;
     let key = node_key(args.keyfile.as_deref())?;
     let listener = tokio::net::TcpListener::bind((args.listen, args.port))
         .await
@@ -237,7 +250,7 @@ where
     }
 }
 
-pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn serve(defaults: NetDefaults, args: ServeArgs) -> anyhow::Result<()> {
     use hyper_util::rt::TokioIo;
 
     if !args.dir.is_dir() {
@@ -246,7 +259,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.dir.display()
         );
     }
-    let config = args.net.config()?;
+    let config = args.net.config(&defaults)?;
     let key = node_key(args.keyfile.as_deref())?;
     let port = args.port.unwrap_or(0);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -313,8 +326,8 @@ fn node_key(keyfile: Option<&Path>) -> anyhow::Result<atek_core::SecretKey> {
     }
 }
 
-pub(crate) async fn bind(args: BindArgs) -> anyhow::Result<()> {
-    let config = args.net.config()?;
+pub(crate) async fn bind(defaults: NetDefaults, args: BindArgs) -> anyhow::Result<()> {
+    let config = args.net.config(&defaults)?;
     let key = node_key(args.keyfile.as_deref())?;
     let work = async {
         match &args.key {
@@ -435,8 +448,8 @@ pub(crate) async fn key(default: PathBuf, args: KeyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn beam(args: BeamArgs) -> anyhow::Result<()> {
-    let config = args.net.config()?;
+pub(crate) async fn beam(defaults: NetDefaults, args: BeamArgs) -> anyhow::Result<()> {
+    let config = args.net.config(&defaults)?;
     let (passphrase, listen, made) = match &args.passphrase {
         None => (Passphrase::generate(), true, true),
         Some(text) => (
