@@ -90,34 +90,9 @@ build_bench() {
 	[[ -x $BENCH_BIN ]] || die "$BENCH_BIN is not an executable"
 }
 
-# --- the temporary directory, processes and cleanup -------------------------------------------
-CHILD_PID=''
-
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	set +e
-	if [[ -n $CHILD_PID ]] && kill -0 "$CHILD_PID" 2>/dev/null; then
-		kill -TERM "$CHILD_PID" 2>/dev/null
-		wait "$CHILD_PID" 2>/dev/null
-	fi
-	if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-		log "kept $WORK"
-	else
-		rm -rf "$WORK"
-	fi
-	exit "$rc"
-}
-
 # make_work: the temporary directory WORK (rows/, logs/, stores/) and the cleanup traps.
 # The stores live there too: TMPDIR decides which disk is measured.
-make_work() {
-	WORK=$(mktemp -d "${TMPDIR:-/tmp}/atek-bench-$BENCH_NAME.XXXXXX")
-	trap cleanup EXIT
-	trap 'exit 130' INT
-	trap 'exit 143' TERM
-	mkdir -p "$WORK/rows" "$WORK/logs" "$WORK/stores"
-}
+make_work() { make_work_dir "$BENCH_NAME" rows logs stores; }
 
 # in_list WORD LIST: LIST (words separated by commas or spaces) holds WORD.
 in_list() { [[ " ${2//,/ } " == *" $1 "* ]]; }

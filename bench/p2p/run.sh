@@ -117,29 +117,9 @@ else
 	log "rows run in this network namespace (BENCH_NETNS=0 or no 'unshare --net' here)"
 fi
 
-# --- the temporary directory, processes and cleanup ---------------------------------------
-CHILD_PID=''
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	set +e
-	if [[ -n $CHILD_PID ]] && kill -0 "$CHILD_PID" 2>/dev/null; then
-		# atek-p2p-bench stops the `atek` processes it started when it gets TERM.
-		kill -TERM "$CHILD_PID" 2>/dev/null
-		wait "$CHILD_PID" 2>/dev/null
-	fi
-	if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-		log "kept $WORK"
-	else
-		rm -rf "$WORK"
-	fi
-	exit "$rc"
-}
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/atek-bench-p2p.XXXXXX")
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-mkdir -p "$WORK/rows" "$WORK/logs"
+# --- the temporary directory; cleanup stops CHILD_PID (atek-p2p-bench stops the `atek`
+# processes it started when it gets TERM) ------------------------------------------------
+make_work_dir p2p rows logs
 
 # measure ROW:PATH RUN: one run of one row into WORK/rows/ROW_PATH-rRUN.json (its stderr in
 # WORK/logs). A run that fails is recorded as {"failed": its error} and the benchmark goes

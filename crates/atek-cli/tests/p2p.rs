@@ -83,14 +83,7 @@ fn beam_between_two_processes_both_ways() {
     net(&mut a_cmd);
     let (mut a, a_out, a_err) = start(a_cmd, to_b.clone());
     // The listener prints the command to run on the other side.
-    let passphrase = loop {
-        let line = a_err
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .expect("the listener prints a passphrase");
-        if let Some(rest) = line.strip_prefix("▶   atek beam ") {
-            break rest.trim().to_owned();
-        }
-    };
+    let passphrase = line_after(&a_err, "▶   atek beam ");
     assert_eq!(passphrase.len(), 52);
 
     // The connector takes its relay from config.json's `relays` instead of --relay.

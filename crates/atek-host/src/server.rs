@@ -107,12 +107,9 @@ async fn accept_loop(
     site: Site,
     cancel: tokio_util::sync::CancellationToken,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioIo;
 
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(30));
+    let builder = http1_builder();
     let connections = tokio_util::task::TaskTracker::new();
     loop {
         let stream = tokio::select! {
@@ -173,7 +170,7 @@ pub(crate) async fn serve_p2p_stream(
     peer: atek_core::PublicKey,
     stream: atek_net::bind::PeerStream,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioIo;
 
     let ip = crate::p2p::caller_ip(&peer);
     let service =
@@ -194,15 +191,21 @@ pub(crate) async fn serve_p2p_stream(
                 )
             }
         });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(30));
-    if let Err(e) = builder
+    if let Err(e) = http1_builder()
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await
     {
         tracing::trace!(error = %e, %peer, "p2p HTTP connection ended");
     }
+}
+
+/// How the host speaks HTTP/1.1 on every connection, TCP or p2p: a client has 30 s to send
+/// a request's head.
+fn http1_builder() -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30));
+    builder
 }

@@ -250,6 +250,18 @@ where
     }
 }
 
+/// Serves `files` on every connection `listener` accepts, until accepting fails.
+async fn serve_local(
+    listener: tokio::net::TcpListener,
+    files: std::sync::Arc<tower_http::services::ServeDir>,
+) -> anyhow::Result<()> {
+    loop {
+        let (tcp, _) = listener.accept().await.context("accepting a connection")?;
+        let io = hyper_util::rt::TokioIo::new(tcp);
+        tokio::spawn(serve_connection(std::sync::Arc::clone(&files), io));
+    }
+}
+
 pub(crate) async fn serve(defaults: NetDefaults, args: ServeArgs) -> anyhow::Result<()> {
     use hyper_util::rt::TokioIo;
 
@@ -289,17 +301,7 @@ pub(crate) async fn serve(defaults: NetDefaults, args: ServeArgs) -> anyhow::Res
         };
         bind::serve_streams(&node, serve, None)
     };
-    let local_loop = async {
-        loop {
-            let (tcp, _) = listener.accept().await.context("accepting a connection")?;
-            tokio::spawn(serve_connection(
-                std::sync::Arc::clone(&files),
-                TokioIo::new(tcp),
-            ));
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), anyhow::Error>(())
-    };
+    let local_loop = serve_local(listener, std::sync::Arc::clone(&files));
     tokio::select! {
         result = p2p => result.map_err(anyhow::Error::from),
         result = local_loop => result,
