@@ -4,6 +4,7 @@
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use atek_core::{PublicKey, SecretKey};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -26,6 +27,13 @@ const CALLER_HASHES_BELOW: usize = 16 << 10;
 /// A large append of fewer entries than this is hashed by the writer alone (a few large
 /// entries hash fast in one thread: BLAKE3 works across an entry's own chunks).
 const SPLIT_FROM_ENTRIES: usize = 8;
+/// After a group, how long the writer keeps looking for the next request before it sleeps
+/// (on a machine with more than one CPU), yielding its CPU to any thread that wants it in
+/// between. A caller that awaits its appends one after another sends the next one within
+/// this and finds the writer awake: waking a sleeping thread costs tens of microseconds,
+/// more on a virtual machine. On the log benchmark, this makes batches of 100 about 5%
+/// faster, and single awaited appends about 3% slower.
+const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 
 /// A log that this process writes: a handle (cheap to clone, `Send + Sync`) to its writer
 /// thread.
@@ -427,7 +435,10 @@ impl Writer {
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        while let Some(first) = rx.blocking_recv() {
+        let poll = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        let mut after_group = false;
+        while let Some(first) = next_request(&mut rx, poll && after_group) {
+            after_group = true;
             let mut appends = Vec::new();
             let mut bytes = 0usize;
             let mut close = None;
@@ -616,6 +627,25 @@ impl Writer {
             }
         }
     }
+}
+
+/// The next request, or `None` once every handle is gone. With `poll`, looks for one for
+/// [`POLL_BEFORE_SLEEP`] before sleeping until one comes.
+fn next_request(rx: &mut mpsc::Receiver<Request>, poll: bool) -> Option<Request> {
+    if poll {
+        let start = Instant::now();
+        loop {
+            match rx.try_recv() {
+                Ok(request) => return Some(request),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) if start.elapsed() < POLL_BEFORE_SLEEP => {
+                    std::thread::yield_now();
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+            }
+        }
+    }
+    rx.blocking_recv()
 }
 
 /// A read-only, synchronous view of a [`Log`]'s durable state: see [`Log::source`].

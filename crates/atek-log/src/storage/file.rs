@@ -61,6 +61,8 @@ pub struct FileStorage {
     broken: bool,
     /// A cache sync failed: no checkpoint may vouch for the caches any more this session.
     caches_suspect: bool,
+    /// The checkpoint being written in the background, if any: its bytes, or why it failed.
+    checkpointing: Option<std::thread::JoinHandle<Result<u64, LogError>>>,
     stats: StorageStats,
 }
 
@@ -158,6 +160,7 @@ impl FileStorage {
             checkpoint_every: CHECKPOINT_EVERY,
             broken: false,
             caches_suspect: false,
+            checkpointing: None,
             stats: StorageStats::default(),
         })
     }
@@ -558,9 +561,7 @@ impl FileStorage {
         if self.since_checkpoint >= self.checkpoint_every && !self.caches_suspect {
             // The group is durable whatever happens here; a failed checkpoint only means
             // the next open reads more of the log.
-            if let Err(e) = self.write_checkpoint() {
-                tracing::warn!(error = %e, "log checkpoint failed");
-            }
+            self.start_background_checkpoint();
         }
         Ok(())
     }
@@ -619,10 +620,64 @@ impl FileStorage {
         Ok(())
     }
 
-    fn write_checkpoint(&mut self) -> Result<(), LogError> {
+    /// Starts a checkpoint on a thread of its own, so that its syncs (four of them) never
+    /// hold up an append. Only one is written at a time: while the last one is still being
+    /// written this does nothing, and the next group tries again.
+    fn start_background_checkpoint(&mut self) {
+        // A checkpoint that failed in the background leaves the caches suspect.
+        if !self.finish_background_checkpoint(false) || self.caches_suspect {
+            return;
+        }
+        let job = match self.prepare_checkpoint() {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::warn!(error = %e, "log checkpoint failed");
+                return;
+            }
+        };
+        // Counted from here: the bytes appended while it is written are the next one's.
+        self.since_checkpoint = 0;
+        match std::thread::Builder::new()
+            .name("atek-log-checkpoint".to_owned())
+            .spawn(move || job.run())
+        {
+            Ok(handle) => self.checkpointing = Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a checkpoint thread; checkpoints wait");
+                // The job moved into the closure that failed to start: the caches are
+                // flushed, so the next checkpoint (soon: nothing was counted) is cheap.
+                self.since_checkpoint = self.checkpoint_every;
+            }
+        }
+    }
+
+    /// Takes the result of the checkpoint being written in the background, waiting for it
+    /// when `wait` is set. True when none is being written any more.
+    fn finish_background_checkpoint(&mut self, wait: bool) -> bool {
+        let Some(handle) = self.checkpointing.take() else {
+            return true;
+        };
+        if !wait && !handle.is_finished() {
+            self.checkpointing = Some(handle);
+            return false;
+        }
+        let result = handle.join().unwrap_or_else(|_| {
+            Err(LogError::Storage {
+                reason: "the checkpoint thread panicked".to_owned(),
+            })
+        });
+        if let Err(e) = self.account_checkpoint(result) {
+            tracing::warn!(error = %e, "log checkpoint failed");
+        }
+        true
+    }
+
+    /// Writes the held-back cache writes out and encodes the checkpoint of the state they
+    /// describe; the returned job makes both durable.
+    fn prepare_checkpoint(&mut self) -> Result<CheckpointJob, LogError> {
         let index_path = self.path("index");
         let tree_path = self.path("tree");
-        let synced = self
+        let files = self
             .index
             .flush()
             .map_err(|e| io_err("write", &index_path, e))
@@ -632,23 +687,23 @@ impl FileStorage {
                     .map_err(|e| io_err("write", &tree_path, e))
             })
             .and_then(|()| {
-                self.index
-                    .file()
-                    .sync_data()
-                    .map_err(|e| io_err("fdatasync", &index_path, e))
-            })
-            .and_then(|()| {
-                self.tree
-                    .file()
-                    .sync_data()
-                    .map_err(|e| io_err("fdatasync", &tree_path, e))
+                let index = self.index.file().try_clone();
+                let tree = self.tree.file().try_clone();
+                Ok((
+                    index.map_err(|e| io_err("duplicate", &index_path, e))?,
+                    tree.map_err(|e| io_err("duplicate", &tree_path, e))?,
+                ))
             });
-        if let Err(e) = synced {
-            // After a failed write or sync the kernel may have dropped the pages: never vouch for
-            // these caches again; the next open re-derives them from the last checkpoint.
-            self.caches_suspect = true;
-            return Err(e);
-        }
+        let (index, tree) = match files {
+            Ok(files) => files,
+            Err(e) => {
+                // After a failed write the kernel may have dropped the pages: never vouch
+                // for these caches again; the next open re-derives them from the last
+                // checkpoint.
+                self.caches_suspect = true;
+                return Err(e);
+            }
+        };
         // Nodes that held entries now cover need no listing.
         let held = &self.held;
         self.extra.retain(|&x| {
@@ -661,24 +716,28 @@ impl FileStorage {
             extra: self.extra.iter().copied().collect(),
             head: self.head,
         });
-        let tmp = self.path("checkpoint.tmp");
-        let path = self.path("checkpoint");
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io_err("open", &tmp, e))?;
-        file.write_all(&bytes)
-            .map_err(|e| io_err("write", &tmp, e))?;
-        file.sync_data().map_err(|e| io_err("fdatasync", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| io_err("rename", &path, e))?;
-        sync_dir(&self.dir)?;
-        self.stats.cache_bytes += bytes.len() as u64;
-        self.stats.checkpoints += 1;
-        self.since_checkpoint = 0;
-        Ok(())
+        Ok(CheckpointJob {
+            dir: self.dir.clone(),
+            index,
+            tree,
+            bytes,
+        })
+    }
+
+    /// Counts a checkpoint written, or marks the caches suspect after one failed.
+    fn account_checkpoint(&mut self, result: Result<u64, LogError>) -> Result<(), LogError> {
+        match result {
+            Ok(bytes) => {
+                self.stats.cache_bytes += bytes;
+                self.stats.checkpoints += 1;
+                Ok(())
+            }
+            Err(e) => {
+                // After a failed sync the kernel may have dropped the pages: as above.
+                self.caches_suspect = true;
+                Err(e)
+            }
+        }
     }
 
     fn corrupt(&self, reason: String) -> LogError {
@@ -927,15 +986,69 @@ impl Storage for FileStorage {
         if self.broken {
             return Err(LogError::Poisoned);
         }
+        // One in the background is waited for, and the one written here covers the rest.
+        self.finish_background_checkpoint(true);
         self.trim()?;
         if self.caches_suspect || self.since_checkpoint == 0 {
             return Ok(());
         }
-        self.write_checkpoint()
+        let job = self.prepare_checkpoint()?;
+        let result = job.run();
+        self.account_checkpoint(result)?;
+        self.since_checkpoint = 0;
+        Ok(())
     }
 
     fn stats(&self) -> StorageStats {
         self.stats
+    }
+}
+
+impl Drop for FileStorage {
+    fn drop(&mut self) {
+        // The checkpoint thread writes into the directory: it must be done before the lock
+        // is released and another process may open the store.
+        self.finish_background_checkpoint(true);
+    }
+}
+
+/// What makes a checkpoint durable, off the store's own thread: the caches' files
+/// (duplicated handles; their writes up to the checkpoint are already made) and the encoded
+/// `checkpoint` file.
+struct CheckpointJob {
+    dir: PathBuf,
+    index: File,
+    tree: File,
+    bytes: Vec<u8>,
+}
+
+impl CheckpointJob {
+    /// Syncs the caches, then writes the `checkpoint` file beside the old one and renames
+    /// it into place: a crash at any point leaves one complete checkpoint whose caches are
+    /// durable. Returns the bytes written.
+    fn run(self) -> Result<u64, LogError> {
+        let path = |name: &str| self.dir.join(name);
+        self.index
+            .sync_data()
+            .map_err(|e| io_err("fdatasync", &path("index"), e))?;
+        self.tree
+            .sync_data()
+            .map_err(|e| io_err("fdatasync", &path("tree"), e))?;
+        let tmp = path("checkpoint.tmp");
+        let target = path("checkpoint");
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io_err("open", &tmp, e))?;
+        file.write_all(&self.bytes)
+            .map_err(|e| io_err("write", &tmp, e))?;
+        file.sync_data().map_err(|e| io_err("fdatasync", &tmp, e))?;
+        fs::rename(&tmp, &target).map_err(|e| io_err("rename", &target, e))?;
+        sync_dir(&self.dir)?;
+        Ok(self.bytes.len() as u64)
     }
 }
 
