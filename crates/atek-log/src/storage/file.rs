@@ -822,28 +822,43 @@ impl Storage for FileStorage {
             return Err(LogError::Poisoned);
         }
         check_runs(&self.held, &runs)?;
-        let prefix = frame::encode_prefix(&runs, 0, true)?;
+        let frame::Encoded {
+            bytes: mut buf,
+            entry_spans,
+        } = frame::encode_prefix(&runs, 0, true)?;
+        let prefix_len = buf.len();
         let offset = self.log_end;
-        let total = prefix.bytes.len() + frame::tail_len(0, true) + frame::TRAILER_LEN;
+        let total = prefix_len + frame::tail_len(0, true) + frame::TRAILER_LEN;
         self.broken = true;
         self.preallocate(offset + total as u64);
-        self.write_log(&prefix.bytes, offset)?;
-        if prefix.bytes.len() >= EARLY_WRITEBACK {
-            start_writeback(&self.log, offset, prefix.bytes.len());
+        // A large group's entries go to the disk while it is sealed; a small one is
+        // written whole afterwards, in one system call.
+        let early = prefix_len >= EARLY_WRITEBACK;
+        if early {
+            self.write_log(&buf, offset)?;
+            start_writeback(&self.log, offset, prefix_len);
         }
         let mut sum = blake3::Hasher::new();
-        sum.update(&prefix.bytes);
-        // A failed seal leaves the store broken: the entries written past the log's end are
-        // a torn frame to the next open, which cuts it.
+        sum.update(&buf);
+        // A failed seal leaves the store broken: entries written past the log's end are a
+        // torn frame to the next open, which cuts it.
         let (derived, head) = seal(&runs)?;
-        let mut rest = frame::encode_tail(&[], Some(&head));
-        sum.update(&rest);
-        rest.extend_from_slice(sum.finalize().as_bytes());
-        self.write_log(&rest, offset + prefix.bytes.len() as u64)?;
+        let tail = frame::encode_tail(&[], Some(&head));
+        sum.update(&tail);
+        if early {
+            buf.clear();
+        }
+        buf.extend_from_slice(&tail);
+        buf.extend_from_slice(sum.finalize().as_bytes());
+        if early {
+            self.write_log(&buf, offset + prefix_len as u64)?;
+        } else {
+            self.write_log(&buf, offset)?;
+        }
         self.commit_frame(
             offset,
             total as u64,
-            &prefix.entry_spans,
+            &entry_spans,
             &runs,
             &derived,
             &[],
