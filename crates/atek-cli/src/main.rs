@@ -152,13 +152,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// The relays of config.json, for p2p commands given no `--relay` (a missing file is none).
+/// The relays and lookups of config.json, for p2p commands given no `--relay` or lookup
+/// flags (a missing file is none).
 fn net_defaults(config_dir: &std::path::Path) -> anyhow::Result<commands::p2p::NetDefaults> {
     let paths = atek_host::paths::Paths::new(config_dir);
     let config = atek_host::config::Config::load(&paths.config_file())?;
+    let lookup = config
+        .lookup
+        .to_lookup()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", paths.config_file().display()))?;
     Ok(commands::p2p::NetDefaults {
         relays: config.relays,
         relay_ca: config.relay_ca,
+        lookup,
     })
 }
 

@@ -128,6 +128,35 @@ fn a_malformed_passphrase_is_bad_usage() {
 }
 
 #[test]
+fn a_lookup_given_by_half_is_refused_with_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = "a".repeat(52);
+    for half in [
+        &["--dns-origin", "dns.example"][..],
+        &["--pkarr-relay", "https://dns.example/pkarr"][..],
+        &["--dht-bootstrap", "127.0.0.1:6881"][..],
+    ] {
+        let out = run(atek(dir.path())
+            .args(["beam", &p, "--no-public"])
+            .args(half));
+        assert_eq!(out.status.code(), Some(2), "{half:?}: {}", text(&out));
+    }
+    // The same in config.json: the p2p commands name the field and what it needs.
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"lookup": {"pkarrRelay": "https://dns.example/pkarr"}}"#,
+    )
+    .unwrap();
+    let out = run(atek(dir.path()).args(["beam", &p, "--no-public"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("lookup.pkarrRelay needs lookup.dnsOrigin"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn key_is_made_once_and_printed() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(atek(dir.path()).arg("key"));

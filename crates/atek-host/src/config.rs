@@ -94,6 +94,61 @@ pub struct Config {
     pub relay_ca: Vec<PathBuf>,
     /// The home's p2p node: its key is `node.key` in the config dir (made on first run).
     pub p2p: P2pConfig,
+    /// How p2p peers are found by their key alone besides the relays (the home's node and
+    /// the p2p commands given no lookup flags use it). Default: none of these.
+    pub lookup: LookupConfig,
+}
+
+/// `lookup`: address lookups by key, each of which also publishes this node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LookupConfig {
+    /// Announce and find peers on the local network with mDNS. Default `false`.
+    pub mdns: bool,
+    /// Publish to and look peers up on the BitTorrent mainline DHT. Default `false`.
+    pub dht: bool,
+    /// DHT nodes to join through (`host:port`); empty: the DHT's public bootstrap nodes.
+    pub dht_bootstrap: Vec<String>,
+    /// A pkarr relay to publish this node's record to, for DNS lookup (n0's:
+    /// `https://dns.iroh.link/pkarr`); needs `dnsOrigin`.
+    pub pkarr_relay: Option<url::Url>,
+    /// The DNS zone peers' records are looked up under (n0's: `dns.iroh.link`).
+    pub dns_origin: Option<String>,
+    /// The DNS server to ask (`ip:port`); default the system's.
+    pub dns_server: Option<std::net::SocketAddr>,
+}
+
+impl LookupConfig {
+    /// The lookups for a [`NetConfig`](atek_net::NetConfig), or which field is missing.
+    pub fn to_lookup(&self) -> Result<atek_net::Lookup, String> {
+        let dns = match (&self.pkarr_relay, &self.dns_origin) {
+            (Some(pkarr_relay), Some(origin)) => Some(atek_net::DnsLookup {
+                pkarr_relay: pkarr_relay.clone(),
+                origin: origin.clone(),
+                nameserver: self.dns_server,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(
+                    "lookup.pkarrRelay needs lookup.dnsOrigin, the DNS zone the \
+                            relay's records are served under (dns.iroh.link for n0's)"
+                        .to_owned(),
+                );
+            }
+            (None, Some(_)) => {
+                return Err("lookup.dnsOrigin needs lookup.pkarrRelay, where this node \
+                            publishes its record (https://dns.iroh.link/pkarr for n0's)"
+                    .to_owned());
+            }
+        };
+        Ok(atek_net::Lookup {
+            dns,
+            dht: self.dht.then(|| atek_net::DhtLookup {
+                bootstrap: self.dht_bootstrap.clone(),
+            }),
+            mdns: self.mdns,
+        })
+    }
 }
 
 /// `p2p`: how the home is reached by its key.
@@ -166,6 +221,7 @@ impl Default for Config {
             relays: Vec::new(),
             relay_ca: Vec::new(),
             p2p: P2pConfig::default(),
+            lookup: LookupConfig::default(),
         }
     }
 }

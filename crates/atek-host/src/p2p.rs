@@ -30,8 +30,12 @@ pub(crate) fn node_key(
     Ok(key)
 }
 
-/// The network settings of config.json (`relays`, `relayCa`, `p2p`).
+/// The network settings of config.json (`relays`, `relayCa`, `p2p`, `lookup`).
 pub(crate) fn net_config(config: &Config) -> Result<NetConfig, NetError> {
+    let lookup = config
+        .lookup
+        .to_lookup()
+        .map_err(|reason| NetError::Bind { reason })?;
     let relays = config
         .relays
         .iter()
@@ -42,6 +46,7 @@ pub(crate) fn net_config(config: &Config) -> Result<NetConfig, NetError> {
         public: config.p2p.public,
         relay_ca: config.relay_ca.clone(),
         insecure_relay_tls: config.p2p.insecure_relay_tls,
+        lookup,
         ..NetConfig::default()
     })
 }

@@ -43,6 +43,44 @@ pub struct NetConfig {
     pub port_mapping: bool,
     /// How long [`Node::connect`] tries before giving up.
     pub connect_timeout: Duration,
+    /// How peers given by their key alone are found, besides the relays: DNS with pkarr,
+    /// the mainline DHT, mDNS on the LAN. Each publishes this node too.
+    pub lookup: Lookup,
+}
+
+/// How peers are found by their key alone (and how this node is found by others). With
+/// none of these, a bare key is dialed through this node's own relays, which finds the peer
+/// only when it is homed on one of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lookup {
+    /// Publish this node's relay to a pkarr relay and look peers up with DNS: what iroh's
+    /// public lookup does, on servers of your choice.
+    pub dns: Option<DnsLookup>,
+    /// Publish this node's relay to the BitTorrent mainline DHT and look peers up there.
+    pub dht: Option<DhtLookup>,
+    /// Announce this node's direct addresses on the local network with mDNS and find peers'
+    /// there: no relay and no internet needed on a LAN.
+    pub mdns: bool,
+}
+
+/// Address lookup through DNS, with records published through a pkarr relay. n0's public
+/// service is `https://dns.iroh.link/pkarr` with the origin `dns.iroh.link`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsLookup {
+    /// The pkarr relay this node publishes its signed address record to.
+    pub pkarr_relay: url::Url,
+    /// The DNS zone under which peers' records are looked up (`_iroh.<key in z-base-32>.<origin>`).
+    pub origin: String,
+    /// The DNS server to ask; `None`: the system's resolvers.
+    pub nameserver: Option<SocketAddr>,
+}
+
+/// Address lookup on the BitTorrent mainline DHT (records signed by the node's key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DhtLookup {
+    /// DHT nodes to join through (`host:port`); empty: the DHT's usual public bootstrap
+    /// nodes.
+    pub bootstrap: Vec<String>,
 }
 
 impl Default for NetConfig {
@@ -55,6 +93,7 @@ impl Default for NetConfig {
             bind: None,
             port_mapping: true,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            lookup: Lookup::default(),
         }
     }
 }
@@ -71,6 +110,7 @@ impl NetConfig {
             bind: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             port_mapping: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            lookup: Lookup::default(),
         }
     }
 
@@ -157,6 +197,7 @@ impl Node {
         if !config.port_mapping {
             builder = builder.portmapper_config(PortmapperConfig::Disabled);
         }
+        builder = config.lookup.apply(builder);
         if let Some(addr) = config.bind {
             builder = builder.bind_addr(addr).map_err(|e| NetError::Bind {
                 reason: e.to_string(),
@@ -261,6 +302,35 @@ impl Node {
     /// Closes every connection and the endpoint.
     pub async fn close(&self) {
         self.endpoint.close().await;
+    }
+}
+
+impl Lookup {
+    /// Adds these lookups to an endpoint being built.
+    fn apply(&self, mut builder: iroh::endpoint::Builder) -> iroh::endpoint::Builder {
+        use iroh::address_lookup::{DnsAddressLookup, PkarrPublisher};
+        if let Some(dns) = &self.dns {
+            builder = builder
+                .address_lookup(PkarrPublisher::builder(dns.pkarr_relay.clone()))
+                .address_lookup(DnsAddressLookup::builder(dns.origin.clone()));
+            if let Some(nameserver) = dns.nameserver {
+                builder = builder.dns_resolver(iroh::dns::DnsResolver::with_nameserver(nameserver));
+            }
+        }
+        if let Some(dht) = &self.dht {
+            let mut dht_builder = n0_mainline::DhtBuilder::default();
+            if !dht.bootstrap.is_empty() {
+                dht_builder.bootstrap(&dht.bootstrap);
+            }
+            builder = builder.address_lookup(
+                iroh_mainline_address_lookup::DhtAddressLookup::builder().dht_builder(dht_builder),
+            );
+        }
+        if self.mdns {
+            builder =
+                builder.address_lookup(iroh_mdns_address_lookup::MdnsAddressLookup::builder());
+        }
+        builder
     }
 }
 

@@ -39,6 +39,45 @@ pub(crate) struct NetArgs {
     /// How long to try reaching the other side, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
     timeout: u64,
+    /// Announce this node and find peers on the local network with mDNS.
+    #[arg(long, help_heading = "Lookup by key")]
+    mdns: bool,
+    /// Publish this node's relay to and find peers on the BitTorrent mainline DHT.
+    #[arg(long, help_heading = "Lookup by key")]
+    dht: bool,
+    /// A DHT node to join through instead of the public bootstrap nodes (repeat for more).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        requires = "dht",
+        help_heading = "Lookup by key"
+    )]
+    dht_bootstrap: Vec<String>,
+    /// A pkarr relay to publish this node's record to, for lookup through DNS (n0's is
+    /// https://dns.iroh.link/pkarr).
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "dns_origin",
+        help_heading = "Lookup by key"
+    )]
+    pkarr_relay: Option<url::Url>,
+    /// The DNS zone the pkarr relay's records are served under (n0's is dns.iroh.link).
+    #[arg(
+        long,
+        value_name = "DOMAIN",
+        requires = "pkarr_relay",
+        help_heading = "Lookup by key"
+    )]
+    dns_origin: Option<String>,
+    /// The DNS server to ask for those records (IP:PORT), instead of the system's.
+    #[arg(
+        long,
+        value_name = "IP:PORT",
+        requires = "pkarr_relay",
+        help_heading = "Lookup by key"
+    )]
+    dns_server: Option<std::net::SocketAddr>,
 }
 
 /// The relays a p2p command uses when given no `--relay`: `atek`'s come from config.json
@@ -47,6 +86,8 @@ pub(crate) struct NetArgs {
 pub(crate) struct NetDefaults {
     pub(crate) relays: Vec<String>,
     pub(crate) relay_ca: Vec<PathBuf>,
+    /// Used when no lookup flag is given.
+    pub(crate) lookup: atek_net::Lookup,
 }
 
 impl NetArgs {
@@ -71,7 +112,28 @@ impl NetArgs {
             relay_ca,
             public: !self.no_public,
             connect_timeout: Duration::from_secs(self.timeout.max(1)),
+            lookup: self.lookup().unwrap_or_else(|| defaults.lookup.clone()),
             ..NetConfig::default()
+        })
+    }
+
+    /// The lookups the flags ask for, or `None` when no lookup flag is given.
+    fn lookup(&self) -> Option<atek_net::Lookup> {
+        let dns = self
+            .pkarr_relay
+            .as_ref()
+            .map(|pkarr_relay| atek_net::DnsLookup {
+                pkarr_relay: pkarr_relay.clone(),
+                // clap requires --dns-origin with --pkarr-relay.
+                origin: self.dns_origin.clone().unwrap_or_default(),
+                nameserver: self.dns_server,
+            });
+        (self.mdns || self.dht || dns.is_some()).then(|| atek_net::Lookup {
+            dns,
+            dht: self.dht.then(|| atek_net::DhtLookup {
+                bootstrap: self.dht_bootstrap.clone(),
+            }),
+            mdns: self.mdns,
         })
     }
 }
