@@ -10,11 +10,15 @@
 #                                              +-- br0 in "wan", the relay at 198.51.100.10
 #   h2 10.0.2.2 -- 10.0.2.1 r2 198.51.100.12 --+
 #
+#   l1 10.9.0.1 ---- l2 10.9.0.2               a LAN with no router, relay or lookup server
+#
 # Cases:
 #   cone       both routers masquerade (endpoint-independent mapping): the beam must go
 #              direct ("Path: direct" on the connector) and carry 100 MB intact.
 #   symmetric  both routers masquerade fully-random: hole punching cannot meet, the beam
 #              must stay relayed and still carry 100 MB intact.
+#   lan        l1 and l2 with no relay and no public lookup, only mDNS (`--mdns`): the
+#              connector finds the listener by key on the LAN and goes direct.
 # On each router new connections from the wan side are dropped (`ct state new drop`):
 # without it Linux re-maps the punch probe's source port and punching never meets.
 #
@@ -27,7 +31,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 MB=${NATLAB_MB:-100}
 ID="al$$"
-NS=(wan r1 r2 h1 h2)
+NS=(wan r1 r2 h1 h2 l1 l2)
 
 die() { echo "natlab: $*" >&2; exit 1; }
 say() { echo "natlab: $*" >&2; }
@@ -82,6 +86,14 @@ for i in 1 2; do
 	in_ns "h$i" ip route add default via "10.0.$i.1"
 done
 
+# the LAN: one link, multicast routed onto it (mDNS sends to 224.0.0.251).
+ip link add eth0 netns "$ID-l1" type veth peer name eth0 netns "$ID-l2"
+for i in 1 2; do
+	in_ns "l$i" ip addr add "10.9.0.$i/24" dev eth0
+	in_ns "l$i" ip link set eth0 up
+	in_ns "l$i" ip route add 224.0.0.0/4 dev eth0
+done
+
 # nat KIND: both routers masquerade (cone) or masquerade fully-random (symmetric).
 nat() {
 	local flags=""
@@ -120,12 +132,13 @@ NET=(--relay https://198.51.100.10:8443 --relay-ca "$WORK/relay/cert.pem" --no-p
 head -c "$((MB << 20))" /dev/urandom >"$WORK/data"
 WANT=$(sha256sum <"$WORK/data" | cut -d' ' -f1)
 
-# beam CASE: h1 waits with a new passphrase, h2 connects and sends the data; checks the
-# bytes by hash and prints the connector's path lines.
+# beam CASE [A B]: A (default h1) waits with a new passphrase, B (default h2) connects and
+# sends the data; checks the bytes by hash and prints the connector's path lines. NET holds
+# the network flags of both.
 beam() {
-	local case=$1
+	local case=$1 a=${2:-h1} b=${3:-h2}
 	: >"$WORK/$case-h1.err"
-	in_ns h1 env HOME="$WORK/h1" "$ATEK_BIN" --config-dir "$WORK/h1" beam "${NET[@]}" \
+	in_ns "$a" env HOME="$WORK/$a" "$ATEK_BIN" --config-dir "$WORK/$a" beam "${NET[@]}" \
 		</dev/null >"$WORK/$case-got" 2>"$WORK/$case-h1.err" &
 	local listener=$!
 	PIDS+=("$listener")
@@ -137,7 +150,7 @@ beam() {
 	done
 	[[ -n $pass ]] || { cat "$WORK/$case-h1.err" >&2; die "$case: the listener printed no passphrase"; }
 	local start=$SECONDS
-	in_ns h2 env HOME="$WORK/h2" "$ATEK_BIN" --config-dir "$WORK/h2" beam "$pass" "${NET[@]}" \
+	in_ns "$b" env HOME="$WORK/$b" "$ATEK_BIN" --config-dir "$WORK/$b" beam "$pass" "${NET[@]}" \
 		<"$WORK/data" >/dev/null 2>"$WORK/$case-h2.err" || { cat "$WORK/$case-h2.err" >&2; die "$case: the connector failed"; }
 	wait "$listener" || { cat "$WORK/$case-h1.err" >&2; die "$case: the listener failed"; }
 	local got
@@ -157,4 +170,25 @@ if grep -q '^▶ Path: direct' "$WORK/symmetric-h2.err"; then
 	die "symmetric: the beam claims a direct path through two symmetric NATs"
 fi
 grep -q '^▶ Path: relayed' "$WORK/symmetric-h2.err" || die "symmetric: no relayed path reported"
+
+# The control: without --mdns nothing finds the listener, and the connector gives up.
+in_ns l1 env HOME="$WORK/l1" "$ATEK_BIN" --config-dir "$WORK/l1" beam --no-public \
+	</dev/null >/dev/null 2>"$WORK/control.err" &
+PIDS+=($!)
+pass=""
+for _ in $(seq 300); do
+	pass=$(sed -n 's/^▶   atek beam //p' "$WORK/control.err" | head -n 1)
+	[[ -n $pass ]] && break
+	sleep 0.1
+done
+[[ -n $pass ]] || { cat "$WORK/control.err" >&2; die "lan control: the listener printed no passphrase"; }
+if in_ns l2 env HOME="$WORK/l2" "$ATEK_BIN" --config-dir "$WORK/l2" beam "$pass" --no-public \
+	--timeout 3 </dev/null >/dev/null 2>"$WORK/control-l2.err"; then
+	die "lan control: the connector found the listener with no lookup at all"
+fi
+say "lan control: without mDNS the listener is not found"
+
+NET=(--no-public --mdns --timeout 20)
+beam lan l1 l2
+grep -q '^▶ Path: direct' "$WORK/lan-h2.err" || die "lan: the beam did not go direct"
 say "all cases passed"
