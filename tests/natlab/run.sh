@@ -132,6 +132,19 @@ NET=(--relay https://198.51.100.10:8443 --relay-ca "$WORK/relay/cert.pem" --no-p
 head -c "$((MB << 20))" /dev/urandom >"$WORK/data"
 WANT=$(sha256sum <"$WORK/data" | cut -d' ' -f1)
 
+# passphrase CASE FILE: the passphrase a beam listener printed to FILE (its stderr), once
+# it has (up to 30 s).
+passphrase() {
+	local pass=""
+	for _ in $(seq 300); do
+		pass=$(sed -n 's/^▶   atek beam //p' "$2" | head -n 1)
+		[[ -n $pass ]] && break
+		sleep 0.1
+	done
+	[[ -n $pass ]] || { cat "$2" >&2; die "$1: the listener printed no passphrase"; }
+	echo "$pass"
+}
+
 # beam CASE [A B]: A (default h1) waits with a new passphrase, B (default h2) connects and
 # sends the data; checks the bytes by hash and prints the connector's path lines. NET holds
 # the network flags of both.
@@ -142,13 +155,8 @@ beam() {
 		</dev/null >"$WORK/$case-got" 2>"$WORK/$case-h1.err" &
 	local listener=$!
 	PIDS+=("$listener")
-	local pass=""
-	for _ in $(seq 300); do
-		pass=$(sed -n 's/^▶   atek beam //p' "$WORK/$case-h1.err" | head -n 1)
-		[[ -n $pass ]] && break
-		sleep 0.1
-	done
-	[[ -n $pass ]] || { cat "$WORK/$case-h1.err" >&2; die "$case: the listener printed no passphrase"; }
+	local pass
+	pass=$(passphrase "$case" "$WORK/$case-h1.err")
 	local start=$SECONDS
 	in_ns "$b" env HOME="$WORK/$b" "$ATEK_BIN" --config-dir "$WORK/$b" beam "$pass" "${NET[@]}" \
 		<"$WORK/data" >/dev/null 2>"$WORK/$case-h2.err" || { cat "$WORK/$case-h2.err" >&2; die "$case: the connector failed"; }
@@ -175,13 +183,7 @@ grep -q '^▶ Path: relayed' "$WORK/symmetric-h2.err" || die "symmetric: no rela
 in_ns l1 env HOME="$WORK/l1" "$ATEK_BIN" --config-dir "$WORK/l1" beam --no-public \
 	</dev/null >/dev/null 2>"$WORK/control.err" &
 PIDS+=($!)
-pass=""
-for _ in $(seq 300); do
-	pass=$(sed -n 's/^▶   atek beam //p' "$WORK/control.err" | head -n 1)
-	[[ -n $pass ]] && break
-	sleep 0.1
-done
-[[ -n $pass ]] || { cat "$WORK/control.err" >&2; die "lan control: the listener printed no passphrase"; }
+pass=$(passphrase "lan control" "$WORK/control.err")
 if in_ns l2 env HOME="$WORK/l2" "$ATEK_BIN" --config-dir "$WORK/l2" beam "$pass" --no-public \
 	--timeout 3 </dev/null >/dev/null 2>"$WORK/control-l2.err"; then
 	die "lan control: the connector found the listener with no lookup at all"

@@ -344,6 +344,56 @@ fn the_home_is_reachable_by_its_key() {
             "the login page"
         );
     }
+
+    // The normal login works over p2p: an admin logs in through the bound port, and the
+    // session cookie it gets identifies them on the next request.
+    let password = "over p2p, the same login";
+    let mut mkuser = atek(&home)
+        .args(["mkuser", "--admin", "--password-stdin", "root"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(mkuser.stdin.take().unwrap(), "{password}").unwrap();
+    let out = mkuser.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let sessions = |method: &str, params: &str, cookie: Option<&str>| {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#);
+        let cookie = cookie
+            .map(|c| format!("Cookie: {c}\r\n"))
+            .unwrap_or_default();
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            tcp,
+            "POST /_atek/gateway?api=atek.cloud%2Fuser-sessions-api HTTP/1.1\r\nHost: localhost\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n{cookie}Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut reply = String::new();
+        tcp.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    let reply = sessions(
+        "login",
+        &format!(r#"[{{"username":"root","password":"{password}"}}]"#),
+        None,
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let cookie = reply
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("set-cookie")
+                .then(|| value.trim().split(';').next().unwrap().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no session cookie: {reply}"));
+    let reply = sessions("whoami", "[]", Some(&cookie));
+    assert!(
+        reply.contains(r#""username":"root""#) && reply.contains(r#""isActive":true"#),
+        "{reply}"
+    );
     bind.kill().unwrap();
     let _ = bind.wait();
 

@@ -39,44 +39,32 @@ pub(crate) struct NetArgs {
     /// How long to try reaching the other side, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
     timeout: u64,
+    #[command(flatten)]
+    lookup: LookupArgs,
+}
+
+/// The lookups by key a p2p command may add (each also publishes this node).
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Lookup by key")]
+struct LookupArgs {
     /// Announce this node and find peers on the local network with mDNS.
-    #[arg(long, help_heading = "Lookup by key")]
+    #[arg(long)]
     mdns: bool,
     /// Publish this node's relay to and find peers on the BitTorrent mainline DHT.
-    #[arg(long, help_heading = "Lookup by key")]
+    #[arg(long)]
     dht: bool,
     /// A DHT node to join through instead of the public bootstrap nodes (repeat for more).
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        requires = "dht",
-        help_heading = "Lookup by key"
-    )]
+    #[arg(long, value_name = "HOST:PORT", requires = "dht")]
     dht_bootstrap: Vec<String>,
     /// A pkarr relay to publish this node's record to, for lookup through DNS (n0's is
     /// https://dns.iroh.link/pkarr).
-    #[arg(
-        long,
-        value_name = "URL",
-        requires = "dns_origin",
-        help_heading = "Lookup by key"
-    )]
+    #[arg(long, value_name = "URL", requires = "dns_origin")]
     pkarr_relay: Option<url::Url>,
     /// The DNS zone the pkarr relay's records are served under (n0's is dns.iroh.link).
-    #[arg(
-        long,
-        value_name = "DOMAIN",
-        requires = "pkarr_relay",
-        help_heading = "Lookup by key"
-    )]
+    #[arg(long, value_name = "DOMAIN", requires = "pkarr_relay")]
     dns_origin: Option<String>,
     /// The DNS server to ask for those records (IP:PORT), instead of the system's.
-    #[arg(
-        long,
-        value_name = "IP:PORT",
-        requires = "pkarr_relay",
-        help_heading = "Lookup by key"
-    )]
+    #[arg(long, value_name = "IP:PORT", requires = "pkarr_relay")]
     dns_server: Option<std::net::SocketAddr>,
 }
 
@@ -112,13 +100,18 @@ impl NetArgs {
             relay_ca,
             public: !self.no_public,
             connect_timeout: Duration::from_secs(self.timeout.max(1)),
-            lookup: self.lookup().unwrap_or_else(|| defaults.lookup.clone()),
+            lookup: self
+                .lookup
+                .to_lookup()
+                .unwrap_or_else(|| defaults.lookup.clone()),
             ..NetConfig::default()
         })
     }
+}
 
+impl LookupArgs {
     /// The lookups the flags ask for, or `None` when no lookup flag is given.
-    fn lookup(&self) -> Option<atek_net::Lookup> {
+    fn to_lookup(&self) -> Option<atek_net::Lookup> {
         let dns = self
             .pkarr_relay
             .as_ref()
