@@ -57,7 +57,7 @@ struct LookupArgs {
     #[arg(long, value_name = "HOST:PORT", requires = "dht")]
     dht_bootstrap: Vec<String>,
     /// A pkarr relay to publish this node's record to, for lookup through DNS (n0's is
-    /// https://dns.iroh.link/pkarr).
+    /// `https://dns.iroh.link/pkarr`).
     #[arg(long, value_name = "URL", requires = "dns_origin")]
     pkarr_relay: Option<url::Url>,
     /// The DNS zone the pkarr relay's records are served under (n0's is dns.iroh.link).
