@@ -131,6 +131,18 @@ impl LookupArgs {
     }
 }
 
+/// With `ATEK_LOG` set (a tracing filter such as `debug` or `iroh=debug`), logs what the
+/// p2p layer does to stderr, among the status lines; without it, only the status lines.
+fn log_if_asked() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("ATEK_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
 /// `atek key`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct KeyArgs {
@@ -204,6 +216,7 @@ pub(crate) struct GatewayArgs {
 }
 
 pub(crate) async fn gateway(defaults: NetDefaults, args: GatewayArgs) -> anyhow::Result<()> {
+    log_if_asked();
     let config = args.net.config(&defaults)?;
     let key = node_key(args.keyfile.as_deref())?;
     let listener = tokio::net::TcpListener::bind((args.listen, args.port))
@@ -318,6 +331,7 @@ async fn serve_local(
 }
 
 pub(crate) async fn serve(defaults: NetDefaults, args: ServeArgs) -> anyhow::Result<()> {
+    log_if_asked();
     use hyper_util::rt::TokioIo;
 
     if !args.dir.is_dir() {
@@ -384,6 +398,7 @@ fn node_key(keyfile: Option<&Path>) -> anyhow::Result<atek_core::SecretKey> {
 }
 
 pub(crate) async fn bind(defaults: NetDefaults, args: BindArgs) -> anyhow::Result<()> {
+    log_if_asked();
     let config = args.net.config(&defaults)?;
     let key = node_key(args.keyfile.as_deref())?;
     let work = async {
@@ -506,6 +521,7 @@ pub(crate) async fn key(default: PathBuf, args: KeyArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn beam(defaults: NetDefaults, args: BeamArgs) -> anyhow::Result<()> {
+    log_if_asked();
     let config = args.net.config(&defaults)?;
     let (passphrase, listen, made) = match &args.passphrase {
         None => (Passphrase::generate(), true, true),
