@@ -160,15 +160,28 @@ async fn reap(
 }
 
 /// `beam`: the `atek` binary at `atek`, twice, through a relay this process starts on
-/// 127.0.0.1: `atek beam --relay URL --relay-insecure --no-public` (the listener: it makes
-/// the passphrase, waits, and writes what it receives to its stdout, which is counted
+/// 127.0.0.1: `atek beam --relay URL --relay-quic-port PORT --relay-insecure --no-public`
+/// (the listener: it makes the passphrase, waits, and writes what it receives to its stdout, which is counted
 /// here), then `atek beam PASSPHRASE …` (the connector: its stdin is fed `mib` MiB from
 /// here). The clock runs from starting the listener until its stdout ends; both must then
 /// exit with status 0.
 pub(crate) async fn run_cli(atek: &Path, mib: u64, limit: Duration) -> anyhow::Result<()> {
     let relay = Relay::start().await?;
     let url = relay.url.to_string();
-    let net = ["--relay", url.as_str(), "--relay-insecure", "--no-public"];
+    // The relay's own QUIC port for address discovery, as a user would pass it for a relay
+    // not on the default one.
+    let quic_port = relay
+        .quic_port()
+        .context("the relay serves no QUIC address discovery")?
+        .to_string();
+    let net = [
+        "--relay",
+        url.as_str(),
+        "--relay-quic-port",
+        quic_port.as_str(),
+        "--relay-insecure",
+        "--no-public",
+    ];
     let relay_before = relay.received();
     let cpu = Cpu::now()?;
 

@@ -72,6 +72,15 @@ impl Relay {
         })
     }
 
+    /// The UDP port of the relay's QUIC address discovery (iroh's test relay picks one; a
+    /// client that probes another waits for its probe to time out before it is online).
+    pub(crate) fn quic_port(&self) -> Option<u16> {
+        self.map
+            .relays::<Vec<_>>()
+            .iter()
+            .find_map(|r| r.quic.as_ref().map(|q| q.port))
+    }
+
     /// Bytes of datagrams the relay has taken from its clients so far.
     pub(crate) fn received(&self) -> u64 {
         (self.received)()
