@@ -102,7 +102,7 @@ impl NetArgs {
             connect_timeout: Duration::from_secs(self.timeout.max(1)),
             lookup: self
                 .lookup
-                .to_lookup()
+                .to_lookup()?
                 .unwrap_or_else(|| defaults.lookup.clone()),
             ..NetConfig::default()
         })
@@ -110,24 +110,21 @@ impl NetArgs {
 }
 
 impl LookupArgs {
-    /// The lookups the flags ask for, or `None` when no lookup flag is given.
-    fn to_lookup(&self) -> Option<atek_net::Lookup> {
-        let dns = self
-            .pkarr_relay
-            .as_ref()
-            .map(|pkarr_relay| atek_net::DnsLookup {
-                pkarr_relay: pkarr_relay.clone(),
-                // clap requires --dns-origin with --pkarr-relay.
-                origin: self.dns_origin.clone().unwrap_or_default(),
-                nameserver: self.dns_server,
-            });
-        (self.mdns || self.dht || dns.is_some()).then(|| atek_net::Lookup {
-            dns,
-            dht: self.dht.then(|| atek_net::DhtLookup {
-                bootstrap: self.dht_bootstrap.clone(),
-            }),
+    /// The lookups the flags ask for, or `None` when no lookup flag is given: the flags
+    /// are config.json's `lookup` fields, turned into lookups the same way.
+    fn to_lookup(&self) -> anyhow::Result<Option<atek_net::Lookup>> {
+        if !(self.mdns || self.dht || self.pkarr_relay.is_some()) {
+            return Ok(None);
+        }
+        let config = atek_host::config::LookupConfig {
             mdns: self.mdns,
-        })
+            dht: self.dht,
+            dht_bootstrap: self.dht_bootstrap.clone(),
+            pkarr_relay: self.pkarr_relay.clone(),
+            dns_origin: self.dns_origin.clone(),
+            dns_server: self.dns_server,
+        };
+        config.to_lookup().map(Some).map_err(|e| BadUsage(e).into())
     }
 }
 
