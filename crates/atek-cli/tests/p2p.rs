@@ -112,6 +112,98 @@ fn beam_between_two_processes_both_ways() {
     assert!(b_out.join().unwrap() == to_b, "B got A's bytes exactly");
 }
 
+/// Files and pipes as stdin and stdout: a file is read and written by a thread, a pipe on
+/// the event loop in non-blocking mode, which is switched back when the beam ends (other
+/// processes may share that end of the pipe).
+#[test]
+fn beam_reads_and_writes_files_and_leaves_its_pipes_blocking() {
+    use rustix::fs::{OFlags, fcntl_getfl};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let net = [
+        "--relay",
+        &url.to_string(),
+        "--relay-insecure",
+        "--no-public",
+    ]
+    .map(str::to_owned);
+    let to_b = data(3, 3 << 20);
+    let to_a = data(4, (2 << 20) + 12345);
+
+    // A, the listener: a file in, a file out.
+    let a_in = dir.path().join("a.in");
+    let a_out = dir.path().join("a.out");
+    std::fs::write(&a_in, &to_b).unwrap();
+    let mut a = atek(dir.path())
+        .arg("beam")
+        .args(&net)
+        .stdin(std::fs::File::open(&a_in).unwrap())
+        .stdout(std::fs::File::create(&a_out).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, a_err) = mpsc::channel();
+    let stderr = a.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("listener: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let passphrase = line_after(&a_err, "▶   atek beam ");
+
+    // B, the connector: pipes both ways, of which this test keeps the child's ends too.
+    let (stdin_rd, mut stdin_wr) = std::io::pipe().unwrap();
+    let (mut stdout_rd, stdout_wr) = std::io::pipe().unwrap();
+    let (b_stdin, b_stdout) = (
+        stdin_rd.try_clone().unwrap(),
+        stdout_wr.try_clone().unwrap(),
+    );
+    let mut b = atek(dir.path())
+        .args(["beam", &passphrase])
+        .args(&net)
+        .stdin(b_stdin)
+        .stdout(b_stdout)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let feeding = {
+        let to_a = to_a.clone();
+        std::thread::spawn(move || {
+            stdin_wr.write_all(&to_a).unwrap();
+            // Dropped: the end of B's input (this test's copy of the read end is not a writer).
+        })
+    };
+    let reading = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        stdout_rd.read_to_end(&mut got).unwrap();
+        got
+    });
+
+    let b_status = b.wait().unwrap();
+    let a_status = a.wait().unwrap();
+    assert!(b_status.success(), "connector: {b_status}");
+    assert!(a_status.success(), "listener: {a_status}");
+    feeding.join().unwrap();
+    for (what, end) in [
+        ("stdin's", fcntl_getfl(&stdin_rd).unwrap()),
+        ("stdout's", fcntl_getfl(&stdout_wr).unwrap()),
+    ] {
+        assert!(
+            !end.contains(OFlags::NONBLOCK),
+            "{what} end of the pipe is left non-blocking"
+        );
+    }
+    drop((stdin_rd, stdout_wr));
+    assert!(reading.join().unwrap() == to_b, "B got A's file exactly");
+    assert!(
+        std::fs::read(&a_out).unwrap() == to_a,
+        "A's file got B's bytes exactly"
+    );
+}
+
 #[test]
 fn a_malformed_passphrase_is_bad_usage() {
     let dir = tempfile::tempdir().unwrap();

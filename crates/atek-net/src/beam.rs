@@ -22,6 +22,7 @@ use iroh::endpoint::{Connection, RecvStream, SendStream, VarInt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
 
+use crate::copy::{self, CopyError};
 use crate::node::REFUSED;
 use crate::{NetError, Node, PeerAddr};
 
@@ -206,36 +207,30 @@ impl Beam {
             reason: e.to_string(),
         };
         let up = async {
-            let n = tokio::io::copy(&mut input, &mut send).await.map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotConnected
-                    || e.kind() == std::io::ErrorKind::ConnectionReset
-                {
-                    lost(&e)
-                } else {
-                    NetError::Io {
-                        what: "reading the input or sending it",
-                        source: e,
-                    }
-                }
-            })?;
+            let n = copy::send_from(&mut input, &mut send)
+                .await
+                .map_err(|e| match e {
+                    CopyError::Local(source) => NetError::Io {
+                        what: "reading the input",
+                        source,
+                    },
+                    CopyError::Peer(reason) => lost(&reason),
+                })?;
             send.finish().map_err(|e| lost(&e))?;
             // The peer has read everything (or stopped reading).
             let _ = send.stopped().await;
             Ok::<u64, NetError>(n)
         };
         let down = async {
-            let mut buf = vec![0u8; 64 << 10];
-            let mut n = 0u64;
-            while let Some(k) = recv.read(&mut buf).await.map_err(|e| lost(&e))? {
-                output
-                    .write_all(&buf[..k])
-                    .await
-                    .map_err(|e| NetError::Io {
+            let n = copy::recv_into(&mut recv, &mut output)
+                .await
+                .map_err(|e| match e {
+                    CopyError::Local(source) => NetError::Io {
                         what: "writing what the peer sent",
-                        source: e,
-                    })?;
-                n += k as u64;
-            }
+                        source,
+                    },
+                    CopyError::Peer(reason) => lost(&reason),
+                })?;
             output.flush().await.map_err(|e| NetError::Io {
                 what: "writing what the peer sent",
                 source: e,

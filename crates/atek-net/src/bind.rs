@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, mpsc};
 
+use crate::copy::{self, CopyError};
 use crate::{NetError, Node, PeerAddr};
 
 /// The ALPN of TCP streams.
@@ -201,37 +202,28 @@ async fn splice(tcp: TcpStream, mut send: SendStream, recv: &mut RecvStream) -> 
     let _ = tcp.set_nodelay(true);
     let (mut tcp_rd, mut tcp_wr) = tcp.into_split();
     let up = async {
-        let copied = tokio::io::copy(&mut tcp_rd, &mut send).await;
-        match copied {
+        match copy::send_from(&mut tcp_rd, &mut send).await {
             Ok(_) => {
                 let _ = send.finish();
                 Ok(())
             }
-            Err(e) => {
+            Err(CopyError::Local(e)) => {
                 let _ = send.reset(VarInt::from_u32(1));
                 Err(format!("TCP to stream: {e}"))
             }
+            Err(CopyError::Peer(e)) => Err(format!("TCP to stream: {e}")),
         }
     };
     let down = async {
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            match recv.read(&mut buf).await {
-                Ok(Some(n)) => {
-                    if let Err(e) = tcp_wr.write_all(&buf[..n]).await {
-                        let _ = recv.stop(VarInt::from_u32(1));
-                        return Err(format!("stream to TCP: {e}"));
-                    }
-                }
-                Ok(None) => {
-                    let _ = tcp_wr.shutdown().await;
-                    return Ok(());
-                }
-                Err(e) => {
-                    let _ = tcp_wr.shutdown().await;
-                    return Err(format!("stream to TCP: {e}"));
-                }
-            }
+        let copied = copy::recv_into(recv, &mut tcp_wr).await;
+        if let Err(CopyError::Local(_)) = copied {
+            let _ = recv.stop(VarInt::from_u32(1));
+        }
+        let _ = tcp_wr.shutdown().await;
+        match copied {
+            Ok(_) => Ok(()),
+            Err(CopyError::Local(e)) => Err(format!("stream to TCP: {e}")),
+            Err(CopyError::Peer(e)) => Err(format!("stream to TCP: {e}")),
         }
     };
     let (up, down) = tokio::join!(up, down);

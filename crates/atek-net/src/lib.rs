@@ -19,6 +19,7 @@
 
 pub mod beam;
 pub mod bind;
+mod copy;
 mod error;
 pub mod gateway;
 pub mod keyfile;

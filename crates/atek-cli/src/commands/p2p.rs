@@ -13,6 +13,11 @@ use atek_net::beam::{self, Passphrase};
 use atek_net::bind::{self, BindEvent};
 use atek_net::keyfile::{self, Origin};
 use atek_net::{NetConfig, Node};
+use stdio::{Stdin, Stdout};
+
+// A child of this module so that `spork`, which takes this file by its path, has it too.
+#[path = "stdio.rs"]
+mod stdio;
 
 /// The options every p2p command takes to choose how it reaches the network.
 #[derive(Debug, clap::Args)]
@@ -583,100 +588,17 @@ async fn run_beam(
     let route = tokio::spawn(atek_net::Route::watch(pipe.connection(), |route| {
         status(&format!("Path: {route}"));
     }));
-    let input = stdin_stream()?;
-    let (output, writer) = stdout_stream()?;
+    let input = Stdin::open()?;
+    let (output, written) = Stdout::open()?;
     let stats = pipe.pipe(input, output).await;
     route.abort();
     // Everything received is on stdout before the command ends.
-    let written = tokio::task::spawn_blocking(move || writer.join()).await;
+    let written = written.wait().await;
     node.close().await;
     let stats = stats?;
-    match written {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => return Err(anyhow::Error::new(e).context("writing to stdout")),
-        _ => anyhow::bail!("the thread writing stdout failed"),
-    }
+    written?;
     tracing::debug!(sent = stats.sent, received = stats.received, "beam done");
     Ok(())
-}
-
-/// Bytes moved per read or write of stdin and stdout: large, so a pipe of gigabytes costs
-/// few system calls (tokio's own stdin reads 8 KiB at a time on its blocking pool, and
-/// Rust's stdout scans every write for newlines).
-const STDIO_CHUNK: usize = 256 << 10;
-
-/// Stdin as an async stream, read by a thread of its own in large chunks.
-fn stdin_stream() -> anyhow::Result<tokio::io::DuplexStream> {
-    use std::io::Read;
-    use std::os::fd::AsFd;
-
-    let mut stdin = std::fs::File::from(
-        std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("taking stdin")?,
-    );
-    let (mut tx, rx) = tokio::io::duplex(2 * STDIO_CHUNK);
-    let runtime = tokio::runtime::Handle::current();
-    std::thread::Builder::new()
-        .name("beam-stdin".to_owned())
-        .spawn(move || {
-            use tokio::io::AsyncWriteExt;
-            let mut buf = vec![0u8; STDIO_CHUNK];
-            loop {
-                let n = match stdin.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading stdin failed");
-                        break;
-                    }
-                };
-                if runtime.block_on(tx.write_all(&buf[..n])).is_err() {
-                    break;
-                }
-            }
-            // Dropping `tx` is the end of input.
-            let _ = runtime.block_on(tx.shutdown());
-        })
-        .context("starting the stdin thread")?;
-    Ok(rx)
-}
-
-/// Stdout as an async stream, written by a thread of its own in large chunks straight to
-/// the file descriptor; the thread ends (with the first write error, if any) once the
-/// stream is shut down and everything is written.
-fn stdout_stream() -> anyhow::Result<(
-    tokio::io::DuplexStream,
-    std::thread::JoinHandle<std::io::Result<()>>,
-)> {
-    use std::io::Write;
-    use std::os::fd::AsFd;
-
-    let mut stdout = std::fs::File::from(
-        std::io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("taking stdout")?,
-    );
-    let (tx, mut rx) = tokio::io::duplex(2 * STDIO_CHUNK);
-    let runtime = tokio::runtime::Handle::current();
-    let writer = std::thread::Builder::new()
-        .name("beam-stdout".to_owned())
-        .spawn(move || {
-            use tokio::io::AsyncReadExt;
-            let mut buf = vec![0u8; STDIO_CHUNK];
-            loop {
-                let n = runtime.block_on(rx.read(&mut buf))?;
-                if n == 0 {
-                    return stdout.flush();
-                }
-                stdout.write_all(&buf[..n])?;
-            }
-        })
-        .context("starting the stdout thread")?;
-    Ok((tx, writer))
 }
 
 fn status(line: &str) {

@@ -1,0 +1,268 @@
+//! Stdin and stdout for `atek beam`, moving gigabytes with few system calls and copies.
+//!
+//! - A **pipe** (`tar c . | atek beam`, `atek beam | tar x`) is read and written on the
+//!   command's own event loop: tokio switches it to non-blocking mode and waits for it with
+//!   epoll, beam reads it straight into the blocks it hands to QUIC and writes QUIC's
+//!   received segments to it with one vectored write each. Non-blocking mode belongs to the
+//!   pipe's end, which other processes may share (`(atek beam; cat) < fifo`), so it is
+//!   switched back when the stream is dropped.
+//! - **Anything else** (a file, a terminal, a socket) is read and written by a thread of its
+//!   own in 256 KiB pieces, handed to the event loop through an in-memory pipe. tokio's own
+//!   stdin reads 8 KiB at a time on its blocking pool, and Rust's stdout looks for newlines
+//!   in every write.
+//! - Stdout stays on the thread when stderr is the same pipe (`atek beam 2>&1 | …`): status
+//!   lines are written with blocking writes, which a non-blocking pipe would refuse when it
+//!   is full.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use anyhow::Context as _;
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use tokio::net::unix::pipe;
+
+/// Bytes moved per read or write by the threads.
+const CHUNK: usize = 256 << 10;
+
+/// This process's stdin as an async stream.
+#[derive(Debug)]
+pub(crate) enum Stdin {
+    /// A pipe, on the event loop (`None` only while being dropped).
+    Pipe(Option<pipe::Receiver>),
+    /// Anything else, read by a thread.
+    Thread(DuplexStream),
+}
+
+impl Stdin {
+    /// Takes stdin (a duplicate of its descriptor).
+    pub(crate) fn open() -> anyhow::Result<Self> {
+        let fd = dup(io::stdin().as_fd()).context("taking stdin")?;
+        match pipe::Receiver::from_owned_fd(fd.try_clone().context("taking stdin")?) {
+            Ok(pipe) => {
+                grow(&fd);
+                Ok(Self::Pipe(Some(pipe)))
+            }
+            Err(_) => Ok(Self::Thread(read_by_thread(fd)?)),
+        }
+    }
+}
+
+impl Drop for Stdin {
+    fn drop(&mut self) {
+        if let Self::Pipe(pipe) = self
+            && let Some(pipe) = pipe.take()
+        {
+            // Back to blocking mode for whoever shares this end of the pipe.
+            let _ = pipe.into_blocking_fd();
+        }
+    }
+}
+
+impl AsyncRead for Stdin {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Pipe(Some(pipe)) => Pin::new(pipe).poll_read(cx, buf),
+            Self::Pipe(None) => Poll::Ready(Ok(())),
+            Self::Thread(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+/// This process's stdout as an async stream.
+#[derive(Debug)]
+pub(crate) enum Stdout {
+    /// A pipe, on the event loop (`None` only while being dropped).
+    Pipe(Option<pipe::Sender>),
+    /// Anything else, written by a thread.
+    Thread(DuplexStream),
+}
+
+/// Waits until everything written to a [`Stdout`] is out.
+#[derive(Debug)]
+pub(crate) struct Written(Option<std::thread::JoinHandle<io::Result<()>>>);
+
+impl Written {
+    /// Once the [`Stdout`] is shut down: the first write error, if any.
+    pub(crate) async fn wait(self) -> anyhow::Result<()> {
+        let Some(writer) = self.0 else {
+            return Ok(());
+        };
+        match tokio::task::spawn_blocking(move || writer.join()).await {
+            Ok(Ok(result)) => result.context("writing to stdout"),
+            _ => anyhow::bail!("the thread writing stdout failed"),
+        }
+    }
+}
+
+impl Stdout {
+    /// Takes stdout (a duplicate of its descriptor).
+    pub(crate) fn open() -> anyhow::Result<(Self, Written)> {
+        let fd = dup(io::stdout().as_fd()).context("taking stdout")?;
+        if !shares_stderr(&fd)
+            && let Ok(pipe) = pipe::Sender::from_owned_fd(fd.try_clone().context("taking stdout")?)
+        {
+            grow(&fd);
+            return Ok((Self::Pipe(Some(pipe)), Written(None)));
+        }
+        let (stream, writer) = write_by_thread(fd)?;
+        Ok((Self::Thread(stream), Written(Some(writer))))
+    }
+}
+
+impl Drop for Stdout {
+    fn drop(&mut self) {
+        if let Self::Pipe(pipe) = self
+            && let Some(pipe) = pipe.take()
+        {
+            let _ = pipe.into_blocking_fd();
+        }
+    }
+}
+
+impl AsyncWrite for Stdout {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Pipe(Some(pipe)) => Pin::new(pipe).poll_write(cx, buf),
+            Self::Pipe(None) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            Self::Thread(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Pipe(Some(pipe)) => Pin::new(pipe).poll_write_vectored(cx, bufs),
+            Self::Pipe(None) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            Self::Thread(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Pipe(Some(pipe)) => pipe.is_write_vectored(),
+            Self::Pipe(None) => false,
+            Self::Thread(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Pipe(Some(pipe)) => Pin::new(pipe).poll_flush(cx),
+            Self::Pipe(None) => Poll::Ready(Ok(())),
+            Self::Thread(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Pipe(Some(pipe)) => Pin::new(pipe).poll_shutdown(cx),
+            Self::Pipe(None) => Poll::Ready(Ok(())),
+            Self::Thread(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Pipe buffers of this size: the writer and the reader of a pipe of gigabytes then wake
+/// each other a sixteenth as often as with Linux's default 64 KiB. (The most an
+/// unprivileged process may ask for, `/proc/sys/fs/pipe-max-size`, is 1 MiB by default.)
+const PIPE_SIZE: usize = 1 << 20;
+
+/// Grows the pipe `fd` is an end of to [`PIPE_SIZE`], if it is smaller and the system
+/// allows it (a user over the pipe memory quota keeps the size there is).
+fn grow(fd: &OwnedFd) {
+    if rustix::pipe::fcntl_getpipe_size(fd).is_ok_and(|size| size < PIPE_SIZE) {
+        let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
+    }
+}
+
+fn dup(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
+}
+
+/// Whether `stdout` is the same file as stderr (one pipe for both, `2>&1`).
+fn shares_stderr(stdout: &OwnedFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let file_of = |fd: OwnedFd| std::fs::File::from(fd).metadata();
+    let (Ok(out), Ok(err)) = (
+        stdout.try_clone().and_then(file_of),
+        dup(io::stderr().as_fd()).and_then(file_of),
+    ) else {
+        // When in doubt, the thread: it works for everything.
+        return true;
+    };
+    (out.dev(), out.ino()) == (err.dev(), err.ino())
+}
+
+/// `fd` read by a thread of its own in large chunks, as an async stream.
+fn read_by_thread(fd: OwnedFd) -> anyhow::Result<DuplexStream> {
+    use std::io::Read;
+
+    let mut input = std::fs::File::from(fd);
+    let (mut tx, rx) = tokio::io::duplex(2 * CHUNK);
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::Builder::new()
+        .name("beam-stdin".to_owned())
+        .spawn(move || {
+            use tokio::io::AsyncWriteExt;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = match input.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading stdin failed");
+                        break;
+                    }
+                };
+                if runtime.block_on(tx.write_all(&buf[..n])).is_err() {
+                    break;
+                }
+            }
+            // Dropping `tx` is the end of input.
+            let _ = runtime.block_on(tx.shutdown());
+        })
+        .context("starting the stdin thread")?;
+    Ok(rx)
+}
+
+/// An async stream whose bytes a thread of its own writes to `fd` in large chunks; the
+/// thread ends (with the first write error, if any) once the stream is shut down and
+/// everything is written.
+fn write_by_thread(
+    fd: OwnedFd,
+) -> anyhow::Result<(DuplexStream, std::thread::JoinHandle<io::Result<()>>)> {
+    use std::io::Write;
+
+    let mut output = std::fs::File::from(fd);
+    let (tx, mut rx) = tokio::io::duplex(2 * CHUNK);
+    let runtime = tokio::runtime::Handle::current();
+    let writer = std::thread::Builder::new()
+        .name("beam-stdout".to_owned())
+        .spawn(move || {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = runtime.block_on(rx.read(&mut buf))?;
+                if n == 0 {
+                    return output.flush();
+                }
+                output.write_all(&buf[..n])?;
+            }
+        })
+        .context("starting the stdout thread")?;
+    Ok((tx, writer))
+}
