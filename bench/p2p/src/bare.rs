@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail, ensure};
 use atek_core::SecretKey;
-use atek_net::iroh::Connection;
+use atek_net::iroh::{Connection, RelayUrl};
 use iroh::endpoint::{PortmapperConfig, presets};
 use iroh::{Endpoint, EndpointAddr, RelayMode, TransportAddr};
 use serde_json::{Map, Value, json};
@@ -24,7 +24,10 @@ use crate::util::{
 /// The ALPN of the copy.
 const ALPN: &[u8] = b"atek-p2p-bench/copy/1";
 
-pub(crate) async fn run(route: Route, mib: u64) -> anyhow::Result<()> {
+pub(crate) async fn run(route: Route, mib: u64, external: Option<RelayUrl>) -> anyhow::Result<()> {
+    if external.is_some() && route != Route::RelayOnly {
+        bail!("--relay goes with --path relay-only");
+    }
     let row = match route {
         Route::Direct | Route::Relay => {
             let (config, relay) = setup(route).await?;
@@ -43,7 +46,10 @@ pub(crate) async fn run(route: Route, mib: u64) -> anyhow::Result<()> {
             row?
         }
         Route::RelayOnly => {
-            let relay = Relay::start().await?;
+            let relay = match external {
+                Some(url) => Relay::external(url),
+                None => Relay::start().await?,
+            };
             let server = relay_only_endpoint(&relay, &[ALPN]).await?;
             let client = relay_only_endpoint(&relay, &[]).await?;
             let accepting = {

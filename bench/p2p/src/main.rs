@@ -56,6 +56,10 @@ enum Command {
         path: Route,
         #[arg(long, default_value_t = 1024)]
         mib: u64,
+        /// With `--path relay-only`: go through this relay (`atek relay` in another process,
+        /// its certificate not checked) instead of one started here.
+        #[arg(long, value_name = "URL")]
+        relay: Option<atek_net::iroh::RelayUrl>,
     },
     /// atek_net::bind: a TCP client -> forward -> expose -> a TCP sink.
     Bind {
@@ -118,7 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let work = async {
         match cli.command {
             Command::Tcp { mib } => tcp::run(mib).await,
-            Command::Iroh { path, mib } => bare::run(path, mib).await,
+            Command::Iroh { path, mib, relay } => bare::run(path, mib, relay).await,
             Command::Bind { path, mib } => bind::run(path, mib).await,
             Command::BeamLib { path, mib } => beam::run_lib(path, mib).await,
             Command::Beam { atek, mib } => beam::run_cli(&atek, mib, limit).await,

@@ -51,7 +51,8 @@ pub(crate) struct Relay {
     pub(crate) url: RelayUrl,
     pub(crate) map: iroh::RelayMap,
     /// Bytes of datagrams the relay has taken from its clients so far. It owns the server.
-    received: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// None for a relay in another process, whose count is not known here.
+    received: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -68,8 +69,17 @@ impl Relay {
         Ok(Self {
             url,
             map,
-            received: Box::new(move || server.metrics().server.bytes_recv.get()),
+            received: Some(Box::new(move || server.metrics().server.bytes_recv.get())),
         })
+    }
+
+    /// A relay another process serves (`atek relay`), at `url`.
+    pub(crate) fn external(url: RelayUrl) -> Self {
+        Self {
+            map: iroh::RelayMap::from_iter([url.clone()]),
+            url,
+            received: None,
+        }
     }
 
     /// The UDP port of the relay's QUIC address discovery (iroh's test relay picks one; a
@@ -81,9 +91,9 @@ impl Relay {
             .find_map(|r| r.quic.as_ref().map(|q| q.port))
     }
 
-    /// Bytes of datagrams the relay has taken from its clients so far.
+    /// Bytes of datagrams the relay has taken from its clients so far (0 when not known).
     pub(crate) fn received(&self) -> u64 {
-        (self.received)()
+        self.received.as_ref().map_or(0, |received| received())
     }
 
     /// The loopback configuration of a node homed on this relay.
@@ -312,7 +322,7 @@ pub(crate) fn rate(row: &str, route: &str, mib: u64, seconds: f64) -> Map<String
 /// little above 1).
 pub(crate) fn relayed(relay: Option<&Relay>, before: u64, payload: u64) -> Value {
     match relay {
-        None => Value::Null,
+        None | Some(Relay { received: None, .. }) => Value::Null,
         Some(relay) => json!(round(
             relay.received().saturating_sub(before) as f64 / payload as f64,
             4
