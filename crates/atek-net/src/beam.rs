@@ -206,16 +206,15 @@ impl Beam {
             peer,
             reason: e.to_string(),
         };
+        // A copy's failure: the local side's (doing `what`) or the peer's.
+        let failed = |e: CopyError, what: &'static str| match e {
+            CopyError::Local(source) => NetError::Io { what, source },
+            CopyError::Peer(reason) => lost(&reason),
+        };
         let up = async {
             let n = copy::send_from(&mut input, &mut send)
                 .await
-                .map_err(|e| match e {
-                    CopyError::Local(source) => NetError::Io {
-                        what: "reading the input",
-                        source,
-                    },
-                    CopyError::Peer(reason) => lost(&reason),
-                })?;
+                .map_err(|e| failed(e, "reading the input"))?;
             send.finish().map_err(|e| lost(&e))?;
             // The peer has read everything (or stopped reading).
             let _ = send.stopped().await;
@@ -224,13 +223,7 @@ impl Beam {
         let down = async {
             let n = copy::recv_into(&mut recv, &mut output)
                 .await
-                .map_err(|e| match e {
-                    CopyError::Local(source) => NetError::Io {
-                        what: "writing what the peer sent",
-                        source,
-                    },
-                    CopyError::Peer(reason) => lost(&reason),
-                })?;
+                .map_err(|e| failed(e, "writing what the peer sent"))?;
             output.flush().await.map_err(|e| NetError::Io {
                 what: "writing what the peer sent",
                 source: e,
