@@ -38,10 +38,13 @@ pub(crate) enum Stdin {
 impl Stdin {
     /// Takes stdin (a duplicate of its descriptor).
     pub(crate) fn open() -> anyhow::Result<Self> {
-        let fd = dup(io::stdin().as_fd()).context("taking stdin")?;
+        let fd = io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("taking stdin")?;
         match pipe::Receiver::from_owned_fd(fd.try_clone().context("taking stdin")?) {
             Ok(pipe) => {
-                grow(&fd);
+                grow(&pipe);
                 Ok(Self::Pipe(Some(pipe)))
             }
             Err(_) => Ok(Self::Thread(read_by_thread(fd)?)),
@@ -103,11 +106,14 @@ impl Written {
 impl Stdout {
     /// Takes stdout (a duplicate of its descriptor).
     pub(crate) fn open() -> anyhow::Result<(Self, Written)> {
-        let fd = dup(io::stdout().as_fd()).context("taking stdout")?;
+        let fd = io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("taking stdout")?;
         if !shares_stderr(&fd)
             && let Ok(pipe) = pipe::Sender::from_owned_fd(fd.try_clone().context("taking stdout")?)
         {
-            grow(&fd);
+            grow(&pipe);
             return Ok((Self::Pipe(Some(pipe)), Written(None)));
         }
         let (stream, writer) = write_by_thread(fd)?;
@@ -182,14 +188,10 @@ const PIPE_SIZE: usize = 1 << 20;
 
 /// Grows the pipe `fd` is an end of to [`PIPE_SIZE`], if it is smaller and the system
 /// allows it (a user over the pipe memory quota keeps the size there is).
-fn grow(fd: &OwnedFd) {
-    if rustix::pipe::fcntl_getpipe_size(fd).is_ok_and(|size| size < PIPE_SIZE) {
-        let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
+fn grow(fd: impl AsFd) {
+    if rustix::pipe::fcntl_getpipe_size(&fd).is_ok_and(|size| size < PIPE_SIZE) {
+        let _ = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_SIZE);
     }
-}
-
-fn dup(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    fd.try_clone_to_owned()
 }
 
 /// Whether `stdout` is the same file as stderr (one pipe for both, `2>&1`).
@@ -198,7 +200,7 @@ fn shares_stderr(stdout: &OwnedFd) -> bool {
     let file_of = |fd: OwnedFd| std::fs::File::from(fd).metadata();
     let (Ok(out), Ok(err)) = (
         stdout.try_clone().and_then(file_of),
-        dup(io::stderr().as_fd()).and_then(file_of),
+        io::stderr().as_fd().try_clone_to_owned().and_then(file_of),
     ) else {
         // When in doubt, the thread: it works for everything.
         return true;
