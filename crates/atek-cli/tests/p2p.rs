@@ -108,6 +108,10 @@ fn beam_between_two_processes_both_ways() {
         b_lines.iter().any(|l| l.starts_with("▶ Path: ")),
         "the path is reported: {b_lines:?}"
     );
+    assert!(
+        !b_lines.iter().any(|l| l.contains("Done:")),
+        "no progress summary when stderr is not a terminal: {b_lines:?}"
+    );
     assert!(a_out.join().unwrap() == to_a, "A got B's bytes exactly");
     assert!(b_out.join().unwrap() == to_b, "B got A's bytes exactly");
 }
@@ -201,6 +205,47 @@ fn beam_reads_and_writes_files_and_leaves_its_pipes_blocking() {
     assert!(
         std::fs::read(&a_out).unwrap() == to_a,
         "A's file got B's bytes exactly"
+    );
+}
+
+/// On a terminal (`script` gives the connector one), beam keeps a progress line under its
+/// status lines and ends with what it moved.
+#[test]
+fn beam_on_a_terminal_ends_with_what_it_moved() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a_cmd = atek(dir.path());
+    a_cmd.args([
+        "beam",
+        "--relay",
+        &url.to_string(),
+        "--relay-insecure",
+        "--no-public",
+    ]);
+    let (mut a, a_out, a_err) = start(a_cmd, Vec::new());
+    let passphrase = line_after(&a_err, "▶   atek beam ");
+
+    let typescript = dir.path().join("typescript");
+    let connector = format!(
+        "head -c 3145728 /dev/zero | '{}' --config-dir '{}' beam {passphrase} --relay {url} --relay-insecure --no-public > /dev/null",
+        env!("CARGO_BIN_EXE_atek"),
+        dir.path().display(),
+    );
+    let b = Command::new("script")
+        .args(["-qfec", &connector])
+        .arg(&typescript)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(b.success(), "connector: {b}");
+    assert!(a.wait().unwrap().success());
+    assert_eq!(a_out.join().unwrap().len(), 3 << 20);
+    let shown = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    assert!(
+        shown.contains("▶ Done: sent 3.00 MiB, received 0 B in "),
+        "{shown}"
     );
 }
 

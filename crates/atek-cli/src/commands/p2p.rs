@@ -13,7 +13,8 @@ use atek_net::beam::{self, Passphrase};
 use atek_net::bind::{self, BindEvent};
 use atek_net::keyfile::{self, Origin};
 use atek_net::{NetConfig, Node};
-use stdio::{Stdin, Stdout};
+use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use stdio::{Counted, Counter, Stdin, Stdout};
 
 // A child of this module so that `spork`, which takes this file by its path, has it too.
 #[path = "stdio.rs"]
@@ -588,8 +589,11 @@ async fn run_beam(
     let route = tokio::spawn(atek_net::Route::watch(pipe.connection(), |route| {
         status(&format!("Path: {route}"));
     }));
-    let input = Stdin::open()?;
+    let (sent, received) = (Counter::default(), Counter::default());
+    let input = Counted::new(Stdin::open()?, sent.clone());
     let (output, written) = Stdout::open()?;
+    let output = Counted::new(output, received.clone());
+    let progress = BeamProgress::start(sent, received);
     let stats = pipe.pipe(input, output).await;
     route.abort();
     // Everything received is on stdout before the command ends.
@@ -597,12 +601,93 @@ async fn run_beam(
     node.close().await;
     let stats = stats?;
     written?;
+    if let Some(progress) = progress {
+        let elapsed = progress.elapsed();
+        drop(progress);
+        status(&format!(
+            "Done: sent {}, received {} in {}",
+            HumanBytes(stats.sent),
+            HumanBytes(stats.received),
+            HumanDuration(elapsed)
+        ));
+    }
     tracing::debug!(sent = stats.sent, received = stats.received, "beam done");
     Ok(())
 }
 
+/// The progress line of a running beam, when there is one: status lines go above it.
+static PROGRESS: std::sync::Mutex<Option<ProgressBar>> = std::sync::Mutex::new(None);
+
 fn status(line: &str) {
-    eprintln!("▶ {line}");
+    let bar = PROGRESS.lock().ok().and_then(|bar| bar.clone());
+    match bar {
+        Some(bar) => bar.suspend(|| eprintln!("▶ {line}")),
+        None => eprintln!("▶ {line}"),
+    }
+}
+
+/// A line under the status lines on a terminal's stderr while a beam runs: the bytes sent
+/// and received, and how fast they go. Not shown when stderr is not a terminal (a script
+/// reading the status lines sees what Spork printed). Removed when dropped.
+struct BeamProgress {
+    bar: ProgressBar,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BeamProgress {
+    /// How often the line changes.
+    const EVERY: Duration = Duration::from_millis(250);
+
+    fn start(sent: Counter, received: Counter) -> Option<Self> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let bar = ProgressBar::new_spinner();
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+            bar.set_style(style);
+        }
+        if let Ok(mut slot) = PROGRESS.lock() {
+            *slot = Some(bar.clone());
+        }
+        let task = tokio::spawn({
+            let bar = bar.clone();
+            async move {
+                let mut tick = tokio::time::interval(Self::EVERY);
+                let mut last = (0u64, std::time::Instant::now());
+                loop {
+                    tick.tick().await;
+                    let (s, r) = (sent.get(), received.get());
+                    let now = std::time::Instant::now();
+                    let seconds = now.duration_since(last.1).as_secs_f64().max(1e-3);
+                    let rate = (s + r).saturating_sub(last.0) as f64 / seconds;
+                    last = (s + r, now);
+                    bar.set_message(format!(
+                        "sent {} · received {} · {}/s",
+                        HumanBytes(s),
+                        HumanBytes(r),
+                        HumanBytes(rate as u64)
+                    ));
+                    bar.tick();
+                }
+            }
+        });
+        Some(Self { bar, task })
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.bar.elapsed()
+    }
+}
+
+impl Drop for BeamProgress {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Ok(mut slot) = PROGRESS.lock() {
+            *slot = None;
+        }
+        self.bar.finish_and_clear();
+    }
 }
 
 /// The exit code of a p2p command's error: 2 bad usage, 130 interrupted, 1 otherwise.

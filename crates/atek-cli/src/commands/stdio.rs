@@ -17,6 +17,8 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use anyhow::Context as _;
@@ -181,6 +183,88 @@ impl AsyncWrite for Stdout {
     }
 }
 
+/// A count of the bytes that went through a [`Counted`] stream, readable while it runs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    /// The bytes so far.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// A stream that counts the bytes read from it or written to it.
+#[derive(Debug)]
+pub(crate) struct Counted<T> {
+    inner: T,
+    counter: Counter,
+}
+
+impl<T> Counted<T> {
+    pub(crate) fn new(inner: T, counter: Counter) -> Self {
+        Self { inner, counter }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.counter.add(buf.filled().len() - before);
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            this.counter.add(n);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            this.counter.add(n);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 /// Pipe buffers of this size: the writer and the reader of a pipe of gigabytes then wake
 /// each other a sixteenth as often as with Linux's default 64 KiB. (The most an
 /// unprivileged process may ask for, `/proc/sys/fs/pipe-max-size`, is 1 MiB by default.)
@@ -267,4 +351,33 @@ fn write_by_thread(
         })
         .context("starting the stdout thread")?;
     Ok((tx, writer))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn counted_streams_count_what_passes_and_keep_vectored_writes() {
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        let written = Counter::default();
+        let mut out = Counted::new(a, written.clone());
+        assert_eq!(out.is_write_vectored(), out.inner.is_write_vectored());
+        out.write_all(b"hello ").await.unwrap();
+        let slices = [io::IoSlice::new(b"wor"), io::IoSlice::new(b"ld")];
+        let n = out.write_vectored(&slices).await.unwrap();
+        out.shutdown().await.unwrap();
+        assert_eq!(written.get(), 6 + n as u64);
+
+        let read = Counter::default();
+        let mut got = Vec::new();
+        let mut input = Counted::new(&mut b, read.clone());
+        input.read_to_end(&mut got).await.unwrap();
+        assert_eq!(read.get(), got.len() as u64);
+        assert!(got.starts_with(b"hello wo"), "{got:?}");
+    }
 }
