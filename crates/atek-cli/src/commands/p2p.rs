@@ -14,7 +14,7 @@ use atek_net::bind::{self, BindEvent};
 use atek_net::keyfile::{self, Origin};
 use atek_net::{NetConfig, Node};
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use stdio::{Counted, Counter, Stdin, Stdout};
+use stdio::{Counted, Counter};
 
 // A child of this module so that `spork`, which takes this file by its path, has it too.
 #[path = "stdio.rs"]
@@ -590,8 +590,9 @@ async fn run_beam(
         status(&format!("Path: {route}"));
     }));
     let (sent, received) = (Counter::default(), Counter::default());
-    let input = Counted::new(Stdin::open()?, sent.clone());
-    let (output, written) = Stdout::open()?;
+    let (input, _stdin_blocking) = stdio::stdin()?;
+    let input = Counted::new(input, sent.clone());
+    let (output, written) = stdio::stdout()?;
     let output = Counted::new(output, received.clone());
     let progress = BeamProgress::start(sent, received);
     let stats = pipe.pipe(input, output).await;

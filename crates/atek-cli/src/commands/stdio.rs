@@ -5,7 +5,7 @@
 //!   epoll, beam reads it straight into the blocks it hands to QUIC and writes QUIC's
 //!   received segments to it with one vectored write each. Non-blocking mode belongs to the
 //!   pipe's end, which other processes may share (`(atek beam; cat) < fifo`), so it is
-//!   switched back when the stream is dropped.
+//!   switched back when the [`Blocking`] guard that comes with the stream is dropped.
 //! - **Anything else** (a file, a terminal, a socket) is read and written by a thread of its
 //!   own in 256 KiB pieces, handed to the event loop through an in-memory pipe. tokio's own
 //!   stdin reads 8 KiB at a time on its blocking pool, and Rust's stdout looks for newlines
@@ -24,161 +24,86 @@ use std::task::{Context, Poll};
 use anyhow::Context as _;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::unix::pipe;
+use tokio_util::either::Either;
 
 /// Bytes moved per read or write by the threads.
 const CHUNK: usize = 256 << 10;
 
-/// This process's stdin as an async stream.
-#[derive(Debug)]
-pub(crate) enum Stdin {
-    /// A pipe, on the event loop (`None` only while being dropped).
-    Pipe(Option<pipe::Receiver>),
-    /// Anything else, read by a thread.
-    Thread(DuplexStream),
-}
+/// Stdin as the event loop reads it: the pipe itself, or a thread's in-memory pipe.
+pub(crate) type Stdin = Either<pipe::Receiver, DuplexStream>;
+/// Stdout as the event loop writes it: the pipe itself, or a thread's in-memory pipe.
+pub(crate) type Stdout = Either<pipe::Sender, DuplexStream>;
 
-impl Stdin {
-    /// Takes stdin (a duplicate of its descriptor).
-    pub(crate) fn open() -> anyhow::Result<Self> {
-        let fd = io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("taking stdin")?;
-        match pipe::Receiver::from_owned_fd(fd.try_clone().context("taking stdin")?) {
-            Ok(pipe) => {
-                grow(&pipe);
-                Ok(Self::Pipe(Some(pipe)))
-            }
-            Err(_) => Ok(Self::Thread(read_by_thread(fd)?)),
+/// Takes stdin (a duplicate of its descriptor). Keep the guard until the stream is done
+/// with: it puts a pipe back in blocking mode when dropped.
+pub(crate) fn stdin() -> anyhow::Result<(Stdin, Option<Blocking>)> {
+    let fd = io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("taking stdin")?;
+    match pipe::Receiver::from_owned_fd(fd.try_clone().context("taking stdin")?) {
+        Ok(pipe) => {
+            grow(&pipe);
+            Ok((Either::Left(pipe), Some(Blocking(fd))))
         }
+        Err(_) => Ok((Either::Right(read_by_thread(fd)?), None)),
     }
 }
 
-impl Drop for Stdin {
+/// Takes stdout (a duplicate of its descriptor).
+pub(crate) fn stdout() -> anyhow::Result<(Stdout, Written)> {
+    let fd = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("taking stdout")?;
+    if !shares_stderr(&fd)
+        && let Ok(pipe) = pipe::Sender::from_owned_fd(fd.try_clone().context("taking stdout")?)
+    {
+        grow(&pipe);
+        let written = Written {
+            writer: None,
+            _blocking: Some(Blocking(fd)),
+        };
+        return Ok((Either::Left(pipe), written));
+    }
+    let (stream, writer) = write_by_thread(fd)?;
+    let written = Written {
+        writer: Some(writer),
+        _blocking: None,
+    };
+    Ok((Either::Right(stream), written))
+}
+
+/// Puts the pipe end it holds (a duplicate: the mode belongs to the end, shared by every
+/// descriptor of it) back in blocking mode when dropped, for whoever else has it.
+#[derive(Debug)]
+pub(crate) struct Blocking(OwnedFd);
+
+impl Drop for Blocking {
     fn drop(&mut self) {
-        if let Self::Pipe(pipe) = self
-            && let Some(pipe) = pipe.take()
-        {
-            // Back to blocking mode for whoever shares this end of the pipe.
-            let _ = pipe.into_blocking_fd();
+        use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+        if let Ok(flags) = fcntl_getfl(&self.0) {
+            let _ = fcntl_setfl(&self.0, flags - OFlags::NONBLOCK);
         }
     }
 }
 
-impl AsyncRead for Stdin {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Pipe(Some(pipe)) => Pin::new(pipe).poll_read(cx, buf),
-            Self::Pipe(None) => Poll::Ready(Ok(())),
-            Self::Thread(stream) => Pin::new(stream).poll_read(cx, buf),
-        }
-    }
-}
-
-/// This process's stdout as an async stream.
+/// Waits until everything written to a [`Stdout`] is out; holds its pipe's [`Blocking`].
 #[derive(Debug)]
-pub(crate) enum Stdout {
-    /// A pipe, on the event loop (`None` only while being dropped).
-    Pipe(Option<pipe::Sender>),
-    /// Anything else, written by a thread.
-    Thread(DuplexStream),
+pub(crate) struct Written {
+    writer: Option<std::thread::JoinHandle<io::Result<()>>>,
+    _blocking: Option<Blocking>,
 }
-
-/// Waits until everything written to a [`Stdout`] is out.
-#[derive(Debug)]
-pub(crate) struct Written(Option<std::thread::JoinHandle<io::Result<()>>>);
 
 impl Written {
     /// Once the [`Stdout`] is shut down: the first write error, if any.
     pub(crate) async fn wait(self) -> anyhow::Result<()> {
-        let Some(writer) = self.0 else {
+        let Some(writer) = self.writer else {
             return Ok(());
         };
         match tokio::task::spawn_blocking(move || writer.join()).await {
             Ok(Ok(result)) => result.context("writing to stdout"),
             _ => anyhow::bail!("the thread writing stdout failed"),
-        }
-    }
-}
-
-impl Stdout {
-    /// Takes stdout (a duplicate of its descriptor).
-    pub(crate) fn open() -> anyhow::Result<(Self, Written)> {
-        let fd = io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("taking stdout")?;
-        if !shares_stderr(&fd)
-            && let Ok(pipe) = pipe::Sender::from_owned_fd(fd.try_clone().context("taking stdout")?)
-        {
-            grow(&pipe);
-            return Ok((Self::Pipe(Some(pipe)), Written(None)));
-        }
-        let (stream, writer) = write_by_thread(fd)?;
-        Ok((Self::Thread(stream), Written(Some(writer))))
-    }
-}
-
-impl Drop for Stdout {
-    fn drop(&mut self) {
-        if let Self::Pipe(pipe) = self
-            && let Some(pipe) = pipe.take()
-        {
-            let _ = pipe.into_blocking_fd();
-        }
-    }
-}
-
-impl AsyncWrite for Stdout {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Pipe(Some(pipe)) => Pin::new(pipe).poll_write(cx, buf),
-            Self::Pipe(None) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-            Self::Thread(stream) => Pin::new(stream).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Pipe(Some(pipe)) => Pin::new(pipe).poll_write_vectored(cx, bufs),
-            Self::Pipe(None) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-            Self::Thread(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Pipe(Some(pipe)) => pipe.is_write_vectored(),
-            Self::Pipe(None) => false,
-            Self::Thread(stream) => stream.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Pipe(Some(pipe)) => Pin::new(pipe).poll_flush(cx),
-            Self::Pipe(None) => Poll::Ready(Ok(())),
-            Self::Thread(stream) => Pin::new(stream).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Pipe(Some(pipe)) => Pin::new(pipe).poll_shutdown(cx),
-            Self::Pipe(None) => Poll::Ready(Ok(())),
-            Self::Thread(stream) => Pin::new(stream).poll_shutdown(cx),
         }
     }
 }
