@@ -198,6 +198,9 @@ impl Node {
             builder = builder.portmapper_config(PortmapperConfig::Disabled);
         }
         builder = config.lookup.apply(builder);
+        // iroh's QUIC flow-control windows are kept on purpose: larger stream windows made
+        // copies on loopback slower and, from 8 MiB, got connections aborted by the
+        // receiver ("too many gaps in stream buffer"); bench/README.md has the numbers.
         if let Some(addr) = config.bind {
             builder = builder.bind_addr(addr).map_err(|e| NetError::Bind {
                 reason: e.to_string(),
