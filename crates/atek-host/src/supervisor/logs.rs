@@ -94,12 +94,21 @@ impl ServiceLog {
     /// Appends one line. Failures to write are reported once through tracing and otherwise
     /// ignored: a full disk must not take the service down.
     pub fn line(&self, tag: Tag, text: &str) {
+        self.write_line(tag, text, false);
+    }
+
+    /// [`ServiceLog::line`] for a line that may have been `cut` short ([`MAX_LINE`]): then
+    /// the start of a secret that the cut split is redacted too.
+    fn write_line(&self, tag: Tag, text: &str, cut: bool) {
         let mut inner = self.lock();
         let mut text = strip_ansi(text);
         for secret in &inner.secrets {
             if !secret.expose().is_empty() && text.contains(secret.expose()) {
                 text = text.replace(secret.expose(), REDACTED);
             }
+        }
+        if cut {
+            redact_cut_secret(&mut text, &inner.secrets);
         }
         let stamp = humantime::format_rfc3339_millis(SystemTime::now());
         let line = format!(
@@ -165,7 +174,10 @@ impl ServiceLog {
             buf.clear();
             match read_line_capped(&mut reader, &mut buf).await {
                 Ok(0) => return,
-                Ok(_) => self.line(tag, &String::from_utf8_lossy(&buf)),
+                Ok(read) => {
+                    let cut = read > buf.len();
+                    self.write_line(tag, &String::from_utf8_lossy(&buf), cut);
+                }
                 Err(_) => return,
             }
         }
@@ -196,6 +208,25 @@ async fn read_line_capped(
         if done {
             return Ok(total);
         }
+    }
+}
+
+/// Replaces the end of a line cut short when it is the start of a secret: the rest of the
+/// secret was dropped with the rest of the line, but its start must not be kept either.
+fn redact_cut_secret(text: &mut String, secrets: &[BearerToken]) {
+    let tail = secrets
+        .iter()
+        .filter_map(|secret| {
+            let secret = secret.expose();
+            // The longest start of the secret that the line ends with.
+            (1..secret.len())
+                .rev()
+                .find(|&n| secret.is_char_boundary(n) && text.ends_with(&secret[..n]))
+        })
+        .max();
+    if let Some(n) = tail {
+        text.truncate(text.len() - n);
+        text.push_str(REDACTED);
     }
 }
 
@@ -239,6 +270,47 @@ mod tests {
         let current = std::fs::read_to_string(log.path()).unwrap();
         assert!(current.len() <= 200);
         assert!(current.contains("line 039"));
+    }
+
+    #[tokio::test]
+    async fn a_secret_split_by_the_cut_of_a_long_line_is_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ServiceLog::new(dir.path().join("a.log"), 1 << 20, 1);
+        let token = BearerToken::generate();
+        log.set_secrets(vec![token.clone()]);
+        let secret = token.expose();
+        // Whole secrets anywhere before the cut, and one the cut splits after 40 characters.
+        let mut long = format!("{secret} ");
+        long.push_str(&"z".repeat(MAX_LINE - long.len() - 40));
+        long.push_str(secret);
+        long.push_str(" after the cut\nnext line\n");
+        log.clone().pump(long.as_bytes(), Tag::Out).await;
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert!(
+            !text.contains(&secret[..8]),
+            "part of the secret is in the log"
+        );
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].ends_with(&format!("z{REDACTED}")), "{}", lines[0]);
+        assert!(lines[0].contains(&format!("[out] {REDACTED} z")));
+        assert!(lines[1].ends_with("[out] next line"));
+    }
+
+    #[test]
+    fn a_line_that_was_not_cut_keeps_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ServiceLog::new(dir.path().join("a.log"), 1 << 20, 1);
+        let token = BearerToken::generate();
+        log.set_secrets(vec![token.clone()]);
+        // Ends like the start of the secret, but nothing was cut: kept as it is.
+        let end = &token.expose()[..1];
+        log.line(Tag::Out, &format!("ends with {end}"));
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert!(
+            text.trim_end().ends_with(&format!("ends with {end}")),
+            "{text}"
+        );
     }
 
     #[tokio::test]
