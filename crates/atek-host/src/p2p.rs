@@ -65,10 +65,34 @@ pub(crate) fn caller_ip(key: &PublicKey) -> IpAddr {
     IpAddr::V6(Ipv6Addr::from(bytes))
 }
 
+/// Removes whatever a client sent as the caller's key: under [`REMOTE_PUBLIC_KEY`] and under
+/// any spelling with `_` for `-` (`atek_remote_public_key`), which CGI, WSGI and PHP read as
+/// the same header. Only the host names a caller.
+pub(crate) fn strip_caller(headers: &mut http::HeaderMap) {
+    let forged: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|k| is_caller_header(k.as_str()))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+}
+
+/// Whether a (lowercased) header name is [`REMOTE_PUBLIC_KEY`], whichever of `-` and `_`
+/// separate its words.
+fn is_caller_header(name: &str) -> bool {
+    name.len() == REMOTE_PUBLIC_KEY.len()
+        && name
+            .bytes()
+            .zip(REMOTE_PUBLIC_KEY.bytes())
+            .all(|(a, b)| a == b || (b == b'-' && a == b'_'))
+}
+
 /// Sets the caller's key on a request that came over p2p, replacing whatever the caller
-/// sent under that name.
+/// sent under that name (see [`strip_caller`]).
 pub(crate) fn name_caller(headers: &mut http::HeaderMap, key: &PublicKey) {
-    headers.remove(REMOTE_PUBLIC_KEY);
+    strip_caller(headers);
     if let Ok(value) = http::HeaderValue::from_str(&key.to_string()) {
         headers.insert(REMOTE_PUBLIC_KEY, value);
     }
@@ -100,10 +124,18 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert(REMOTE_PUBLIC_KEY, "forged".parse().unwrap());
         headers.append(REMOTE_PUBLIC_KEY, "forged too".parse().unwrap());
+        headers.insert("atek_remote_public_key", "forged".parse().unwrap());
+        headers.insert("atek-remote_public-key", "forged".parse().unwrap());
+        headers.insert("atek-remote-public-keys", "kept".parse().unwrap());
         name_caller(&mut headers, &key);
         let all: Vec<_> = headers.get_all(REMOTE_PUBLIC_KEY).iter().collect();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].to_str().unwrap(), key.to_string());
+        assert_eq!(headers.len(), 2, "{headers:?}");
+
+        strip_caller(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("atek-remote-public-keys"));
 
         assert_eq!(
             HomeDomain::of(&format!("{key}.localhost:8080"), &key)

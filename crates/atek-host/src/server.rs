@@ -132,7 +132,7 @@ async fn accept_loop(
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let site = site.clone();
                 // Only a request that came over p2p names a caller's key.
-                req.headers_mut().remove(crate::p2p::REMOTE_PUBLIC_KEY);
+                crate::p2p::strip_caller(req.headers_mut());
                 async move {
                     Ok::<_, std::convert::Infallible>(
                         web::handle(site.state, site.router, req, peer).await,
