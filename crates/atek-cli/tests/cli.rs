@@ -115,6 +115,34 @@ fn bad_config_stops_the_host_with_the_field_named() {
 }
 
 #[test]
+fn a_domain_flag_that_is_no_host_name_is_bad_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [
+        "http://home.example.com",
+        "",
+        "home.example.com:8480",
+        "my_home.example",
+    ] {
+        let out = run(atek(dir.path()).args(["run", "--port", "0", "--domain", bad]));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "--domain {bad:?}: {}",
+            text(&out)
+        );
+        let msg = text(&out);
+        assert!(
+            msg.contains("--domain")
+                && msg.contains("is not a hostname")
+                && msg.contains("no scheme"),
+            "{msg}"
+        );
+    }
+    // Nothing was started or written for them.
+    assert!(!dir.path().join("config.json").exists());
+}
+
+#[test]
 fn a_second_host_on_the_same_config_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), "");

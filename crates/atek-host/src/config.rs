@@ -314,24 +314,8 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (String, String, String)> {
-        let domain_ok = !self.domain.is_empty()
-            && self.domain.len() <= 253
-            && self.domain.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-            });
-        if !domain_ok {
-            return Err((
-                "domain".into(),
-                format!("{:?} is not a hostname", self.domain),
-                "use a DNS name such as \"localhost\" or \"home.example.com\" (no scheme, no port)"
-                    .into(),
-            ));
+        if let Err(problem) = check_domain(&self.domain) {
+            return Err(("domain".into(), problem, DOMAIN_FIX.into()));
         }
         for (i, token) in self.system_auth_tokens.iter().enumerate() {
             if token.expose().len() < 32 || !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
@@ -445,6 +429,32 @@ fn fix_for(field: &str, problem: &str, syntax: bool) -> String {
         }
         "config" => "use an object of string values, such as {\"API_KEY\": \"…\"}".into(),
         _ => "correct the value's type as the message says".into(),
+    }
+}
+
+/// How to write a domain, for errors about one.
+pub const DOMAIN_FIX: &str =
+    "use a DNS name such as \"localhost\" or \"home.example.com\" (no scheme, no port)";
+
+/// Checks that `domain` is a host name apps can be served under (`{id}.{domain}`): DNS
+/// labels of letters, digits and inner hyphens, no scheme, no port. The error says what is
+/// wrong; [`DOMAIN_FIX`] says how to write one.
+pub fn check_domain(domain: &str) -> Result<(), String> {
+    let ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{domain:?} is not a hostname"))
     }
 }
 

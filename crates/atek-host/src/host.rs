@@ -223,6 +223,14 @@ impl Host {
             config.port = port;
         }
         if let Some(domain) = opts.domain {
+            crate::config::check_domain(&domain).map_err(|problem| {
+                ConfigError::Invalid(crate::config::Invalid {
+                    path: "--domain".into(),
+                    field: String::new(),
+                    problem,
+                    fix: crate::config::DOMAIN_FIX.to_owned(),
+                })
+            })?;
             config.domain = domain;
         }
         // Host names are matched without case (requests' are lowercased).

@@ -11,12 +11,19 @@ pub(crate) struct Args {
     /// The HTTP port (default 8480; 0 picks a free one, written to run.json).
     #[arg(long, short)]
     port: Option<u16>,
-    /// The domain apps are served under (`{id}.{domain}`).
-    #[arg(long)]
+    /// The domain apps are served under (`{id}.{domain}`): a host name, no scheme, no port.
+    #[arg(long, value_parser = domain)]
     domain: Option<String>,
     /// The address to listen on (default 0.0.0.0; 127.0.0.1 keeps the host to this machine).
     #[arg(long, value_name = "ADDR")]
     bind: Option<IpAddr>,
+}
+
+/// `--domain`, checked as config.json's `domain` is.
+fn domain(value: &str) -> Result<String, String> {
+    atek_host::config::check_domain(value)
+        .map(|()| value.to_ascii_lowercase())
+        .map_err(|problem| format!("{problem}: {}", atek_host::config::DOMAIN_FIX))
 }
 
 pub(crate) async fn run(config_dir: PathBuf, args: Args) -> anyhow::Result<()> {
