@@ -1,10 +1,11 @@
-//! The host's users, persisted in `state/users.json`, their login sessions ([`sessions`]) and
-//! the login rate limiter ([`limiter`]).
+//! The host's users, persisted in the server database (table `atek.cloud/user`; in
+//! `state/users.json` without one), their login sessions ([`sessions`]) and the login rate
+//! limiter ([`limiter`]).
 //!
 //! A user has a key (16 random lowercase hex characters), a username (unique ignoring case;
 //! `system` is reserved for the host itself), a role (`""` or `admin`), settings, and an
-//! argon2id hash of their password. The file is versioned JSON replaced atomically on every
-//! change, like `state/services.json`; a change that cannot be written is not made.
+//! argon2id hash of their password. A change that cannot be written (a row, or the versioned
+//! JSON file replaced atomically) is not made.
 //!
 //! Hashing and verifying a password take tens of milliseconds of CPU and 19 MiB of memory:
 //! they run on tokio's blocking threads, at most half the cores' worth at a time (so a flood of

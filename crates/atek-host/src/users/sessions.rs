@@ -1,8 +1,9 @@
-//! Login sessions, persisted in `state/sessions.json`, and the bind tokens that carry a login
-//! to a service's subdomain.
+//! Login sessions, persisted in the server database (table `atek.cloud/user-session`; in
+//! `state/sessions.json` without one), and the bind tokens that carry a login to a service's
+//! subdomain.
 //!
 //! A session token is 32 random bytes, base64url without padding (43 characters). Only its
-//! blake3 hash is kept, in memory and on disk, so the file holds nothing that logs anyone in.
+//! blake3 hash is kept, in memory and on disk, so what is stored logs nobody in.
 //! Every session has an absolute expiry (`sessionTtl`). A host session belongs to the main
 //! domain; a child session is bound to one service and made by redeeming a bind token; it
 //! dies with its parent and never outlives it.
