@@ -3,7 +3,11 @@
 import { describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 
-import { startHost, makeEchoPackage, install, testWithHost, removeTempDirs } from './lib/host.mjs'
+import crypto from 'node:crypto'
+import http from 'node:http'
+
+import { startHost, makeEchoPackage, install, testWithHost, removeTempDirs, fixtureUrl, sleep, withTimeout } from './lib/host.mjs'
+import { appHost } from './lib/users.mjs'
 
 const LIMIT = 2048
 let host
@@ -16,6 +20,8 @@ describe('gateway limits', () => {
     host = await startHost({ config: { gatewayTimeout: '1s', maxBodyBytes: LIMIT } })
     const echo = await install(host, { id: 'echo-slow', sourceUrl: makeEchoPackage() })
     assert.equal(echo.status, 'active', `echo service did not start: ${JSON.stringify(echo)}`)
+    const app = await install(host, { id: 'uploads', sourceUrl: fixtureUrl('sub-echo') })
+    assert.equal(app.status, 'active', `sub-echo did not start: ${JSON.stringify(app)}`)
   }, { timeout: 120000 })
 
   after(async () => {
@@ -70,5 +76,53 @@ describe('gateway limits', () => {
     const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'echo', params: ['z'.repeat(LIMIT * 3)] })
     const r = await host.rawCall('test.example/echo', body, { authorization: null })
     assert.ok(r.status === 401 || r.status === 413, `got HTTP ${r.status}: ${r.text}`)
+  })
+
+  /** POST through the app's subdomain with the system token; the body goes out in `chunks`
+   * pieces of 16 KiB, `gapMs` apart. Resolves {status, text, json, sha256, elapsed}. */
+  function proxiedUpload ({ path: p = '/upload', chunks = 0, gapMs = 0 }) {
+    return withTimeout(new Promise((resolve, reject) => {
+      const t0 = Date.now()
+      const hash = crypto.createHash('sha256')
+      const r = http.request({
+        host: '127.0.0.1', port: host.port, method: 'POST', path: p, agent: false,
+        headers: { host: appHost(host, 'uploads'), authorization: 'Bearer ' + host.token, 'content-type': 'application/octet-stream' }
+      }, (res) => {
+        const parts = []
+        res.on('data', (c) => parts.push(c))
+        res.on('end', () => {
+          const text = Buffer.concat(parts).toString('utf8')
+          let json
+          try { json = JSON.parse(text) } catch {}
+          resolve({ status: res.statusCode, text, json, sha256: hash.digest('hex'), elapsed: Date.now() - t0 })
+        })
+        res.on('error', reject)
+      })
+      r.on('error', reject)
+      ;(async () => {
+        for (let i = 0; i < chunks; i++) {
+          const buf = crypto.randomBytes(16 * 1024)
+          hash.update(buf)
+          r.write(buf)
+          await sleep(gapMs)
+        }
+        r.end()
+      })().catch(reject)
+    }), 20000, 'a proxied upload')
+  }
+
+  test('the subdomain proxy: an upload that keeps coming for longer than gatewayTimeout goes through', async () => {
+    const r = await proxiedUpload({ chunks: 12, gapMs: 200 })
+    assert.ok(r.elapsed > 2000, `the upload took only ${r.elapsed} ms`)
+    assert.equal(r.status, 200, r.text.slice(0, 300))
+    assert.equal(r.json.bodyLength, 12 * 16 * 1024)
+    assert.equal(r.json.bodySha256, r.sha256)
+  })
+
+  test('the subdomain proxy: an app that does not answer within gatewayTimeout of getting the request is a 504, on time', async () => {
+    const r = await proxiedUpload({ path: '/upload?wait=3000', chunks: 2, gapMs: 0 })
+    assert.equal(r.status, 504, r.text.slice(0, 300))
+    assert.match(r.text, /gatewayTimeout/)
+    assert.ok(r.elapsed < 2500, `answered after ${r.elapsed} ms (timeout is 1s)`)
   })
 })

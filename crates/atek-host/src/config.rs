@@ -49,7 +49,9 @@ pub struct Config {
     /// How long a service may take to exit after SIGTERM before it gets SIGKILL. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub stop_timeout: Duration,
-    /// How long the gateway waits for a service's answer to one call. Default `60s`.
+    /// How long the gateway waits for a service's answer to one call, and an app's subdomain
+    /// for an app to answer once the request has reached it (an upload still coming in
+    /// counts as activity, so a long one is never cut off). Default `60s`.
     #[serde(with = "humantime_serde")]
     pub gateway_timeout: Duration,
     /// The largest request body the gateway accepts, in bytes. Default 4 MiB.

@@ -411,15 +411,27 @@ async fn proxy(
     if upgrade {
         return relay_upgrade(host, route, parts, path, headers).await;
     }
+    // The app has `gatewayTimeout` to answer once the request has gone out; an upload counts
+    // as activity, so a large or slow one is never cut off for taking long.
+    let activity = Activity::new();
+    let body = if hyper::body::Body::is_end_stream(&body) {
+        body
+    } else {
+        Body::new(Watched {
+            body,
+            activity: activity.clone(),
+        })
+    };
     let mut upstream_req = Request::new(body);
     *upstream_req.method_mut() = parts.method;
     *upstream_req.uri_mut() = path;
     *upstream_req.headers_mut() = headers;
-    let answer = tokio::time::timeout(
-        host.config.gateway_timeout,
-        route.upstream.forward(upstream_req),
-    )
-    .await;
+    let answer = activity
+        .idle_timeout(
+            host.config.gateway_timeout,
+            route.upstream.forward(upstream_req),
+        )
+        .await;
     match answer {
         Ok(Ok(mut response)) => {
             strip_hop_by_hop(response.headers_mut());
@@ -441,12 +453,84 @@ async fn proxy(
             StatusCode::GATEWAY_TIMEOUT,
             &format!("{} is too slow", route.id),
             &format!(
-                "The app {} did not answer within {} (gatewayTimeout).",
+                "The app {} did not answer within {} of getting the request (gatewayTimeout).",
                 route.id,
                 humantime::format_duration(host.config.gateway_timeout)
             ),
             &home_of(host, site),
         ),
+    }
+}
+
+/// When a request body last moved: the proxy's timeout runs from then.
+#[derive(Clone)]
+struct Activity {
+    start: Instant,
+    /// Milliseconds from `start` to the last piece of the body.
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: Arc::default(),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Runs `work` until it ends, or until `idle` has passed without the body moving.
+    async fn idle_timeout<F: std::future::Future>(
+        &self,
+        idle: Duration,
+        work: F,
+    ) -> Result<F::Output, tokio::time::error::Elapsed> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            let since = self.last();
+            match tokio::time::timeout_at((since + idle).into(), &mut work).await {
+                Err(_) if self.last() > since => continue,
+                done => return done,
+            }
+        }
+    }
+}
+
+/// A request body on its way to an app, noting each piece that goes by in its [`Activity`].
+struct Watched {
+    body: Body,
+    activity: Activity,
+}
+
+impl hyper::body::Body for Watched {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if polled.is_ready() {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
