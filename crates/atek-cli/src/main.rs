@@ -165,6 +165,7 @@ fn net_defaults(config_dir: &std::path::Path) -> anyhow::Result<commands::p2p::N
         relays: config.relays,
         relay_ca: config.relay_ca,
         lookup,
+        ..Default::default()
     })
 }
 

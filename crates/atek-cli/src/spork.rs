@@ -38,6 +38,15 @@ enum Command {
     Key(p2p::KeyArgs),
 }
 
+/// Spork's defaults: no relays or lookups of a config file, and its own name in the
+/// commands it prints.
+fn spork() -> p2p::NetDefaults {
+    p2p::NetDefaults {
+        program: "spork",
+        ..Default::default()
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -52,10 +61,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Bind(args) => p2p::bind(Default::default(), args).await,
-            Command::Gateway(args) => p2p::gateway(Default::default(), args).await,
-            Command::Serve(args) => p2p::serve(Default::default(), args).await,
-            Command::Beam(args) => p2p::beam(Default::default(), args).await,
+            Command::Bind(args) => p2p::bind(spork(), args).await,
+            Command::Gateway(args) => p2p::gateway(spork(), args).await,
+            Command::Serve(args) => p2p::serve(spork(), args).await,
+            Command::Beam(args) => p2p::beam(spork(), args).await,
             // Spork kept no config dir: `spork key` reads ./spork.key unless given -k.
             Command::Key(args) => p2p::key("spork.key".into(), args).await,
         }

@@ -670,6 +670,32 @@ fn spork_offers_the_p2p_commands_under_their_old_names() {
     let out = run(spork().args(["key", "--json"]).current_dir(dir.path()));
     assert!(out.status.success(), "{}", text(&out));
     assert!(dir.path().join("spork.key").exists());
+
+    // A beam between two sporks, whose listener tells the user to run spork, not atek.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let url = url.to_string();
+    let net = ["--relay", url.as_str(), "--relay-insecure", "--no-public"];
+    let mut a_cmd = spork();
+    a_cmd.arg("beam").args(net);
+    let to_b = data(3, 256 << 10);
+    let (mut a, a_out, a_err) = start(a_cmd, to_b.clone());
+    let passphrase = line_after(&a_err, "▶   spork beam ");
+    let restart = line_after(&a_err, "▶ To restart this side of the pipe");
+    assert!(
+        restart.contains(&format!("run: spork beam -r {passphrase}")),
+        "{restart}"
+    );
+    let mut b_cmd = spork();
+    b_cmd.args(["beam", &passphrase]).args(net);
+    let (mut b, b_out, _b_err) = start(b_cmd, b"back".to_vec());
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    assert!(
+        b_out.join().unwrap() == to_b,
+        "the connector got the listener's bytes"
+    );
+    assert_eq!(a_out.join().unwrap(), b"back");
 }
 
 /// A child process killed (if still running) when dropped, so a failed test leaves no

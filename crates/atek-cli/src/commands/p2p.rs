@@ -76,12 +76,25 @@ struct LookupArgs {
 
 /// The relays a p2p command uses when given no `--relay`: `atek`'s come from config.json
 /// (`relays`, `relayCa`); `spork` has none.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct NetDefaults {
     pub(crate) relays: Vec<String>,
     pub(crate) relay_ca: Vec<PathBuf>,
     /// Used when no lookup flag is given.
     pub(crate) lookup: atek_net::Lookup,
+    /// The program the user ran (`atek` or `spork`), for the commands we tell them to run.
+    pub(crate) program: &'static str,
+}
+
+impl Default for NetDefaults {
+    fn default() -> Self {
+        Self {
+            relays: Vec::new(),
+            relay_ca: Vec::new(),
+            lookup: atek_net::Lookup::default(),
+            program: "atek",
+        }
+    }
 }
 
 impl NetArgs {
@@ -361,8 +374,9 @@ pub(crate) async fn serve(defaults: NetDefaults, args: ServeArgs) -> anyhow::Res
         local.port()
     ));
     status(&format!(
-        "To peers as {} (atek bind {} -p PORT)",
+        "To peers as {} ({} bind {} -p PORT)",
         node.key(),
+        defaults.program,
         node.key()
     ));
 
@@ -441,7 +455,8 @@ pub(crate) async fn bind(defaults: NetDefaults, args: BindArgs) -> anyhow::Resul
                 status("Spork powers ACTIVATED");
                 status(&format!("Exposing {target} as {}", node.key()));
                 status(&format!(
-                    "On another machine: atek bind {} -p PORT",
+                    "On another machine: {} bind {} -p PORT",
+                    defaults.program,
                     node.key()
                 ));
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -535,7 +550,7 @@ pub(crate) async fn beam(defaults: NetDefaults, args: BeamArgs) -> anyhow::Resul
         ),
     };
     let result = tokio::select! {
-        result = run_beam(&config, &passphrase, listen, made) => result,
+        result = run_beam(&config, &passphrase, listen, made, defaults.program) => result,
         _ = tokio::signal::ctrl_c() => {
             status("Shutting down beam...");
             return Err(Interrupted.into());
@@ -553,6 +568,7 @@ async fn run_beam(
     passphrase: &Passphrase,
     listen: bool,
     made: bool,
+    program: &str,
 ) -> anyhow::Result<()> {
     let (node, pipe) = if listen {
         let node = Node::bind(&passphrase.listener_key(), &[beam::ALPN], config).await?;
@@ -565,10 +581,10 @@ async fn run_beam(
             let text = passphrase.to_text();
             status("Run this on the other machine:");
             status("");
-            status(&format!("  atek beam {text}"));
+            status(&format!("  {program} beam {text}"));
             status("");
             status(&format!(
-                "To restart this side of the pipe with the same passphrase, run: atek beam -r {text}"
+                "To restart this side of the pipe with the same passphrase, run: {program} beam -r {text}"
             ));
         }
         status("Waiting for the other side...");
