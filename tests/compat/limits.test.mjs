@@ -3,10 +3,7 @@
 import { describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 
-import crypto from 'node:crypto'
-import http from 'node:http'
-
-import { startHost, makeEchoPackage, install, testWithHost, removeTempDirs, fixtureUrl, sleep, withTimeout } from './lib/host.mjs'
+import { startHost, makeEchoPackage, install, testWithHost, removeTempDirs, fixtureUrl, streamUpload } from './lib/host.mjs'
 import { appHost } from './lib/users.mjs'
 
 const LIMIT = 2048
@@ -79,37 +76,16 @@ describe('gateway limits', () => {
   })
 
   /** POST through the app's subdomain with the system token; the body goes out in `chunks`
-   * pieces of 16 KiB, `gapMs` apart. Resolves {status, text, json, sha256, elapsed}. */
-  function proxiedUpload ({ path: p = '/upload', chunks = 0, gapMs = 0 }) {
-    return withTimeout(new Promise((resolve, reject) => {
-      const t0 = Date.now()
-      const hash = crypto.createHash('sha256')
-      const r = http.request({
-        host: '127.0.0.1', port: host.port, method: 'POST', path: p, agent: false,
-        headers: { host: appHost(host, 'uploads'), authorization: 'Bearer ' + host.token, 'content-type': 'application/octet-stream' }
-      }, (res) => {
-        const parts = []
-        res.on('data', (c) => parts.push(c))
-        res.on('end', () => {
-          const text = Buffer.concat(parts).toString('utf8')
-          let json
-          try { json = JSON.parse(text) } catch {}
-          resolve({ status: res.statusCode, text, json, sha256: hash.digest('hex'), elapsed: Date.now() - t0 })
-        })
-        res.on('error', reject)
-      })
-      r.on('error', reject)
-      ;(async () => {
-        for (let i = 0; i < chunks; i++) {
-          const buf = crypto.randomBytes(16 * 1024)
-          hash.update(buf)
-          r.write(buf)
-          await sleep(gapMs)
-        }
-        r.end()
-      })().catch(reject)
-    }), 20000, 'a proxied upload')
-  }
+   * pieces of 16 KiB, `gapMs` apart. */
+  const proxiedUpload = ({ path, chunks, gapMs }) => streamUpload({
+    port: host.port,
+    headers: { host: appHost(host, 'uploads'), authorization: 'Bearer ' + host.token },
+    size: chunks * 16 * 1024,
+    chunk: 16 * 1024,
+    path,
+    gapMs,
+    timeout: 20000
+  })
 
   test('the subdomain proxy: an upload that keeps coming for longer than gatewayTimeout goes through', async () => {
     const r = await proxiedUpload({ chunks: 12, gapMs: 200 })

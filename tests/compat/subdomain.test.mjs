@@ -14,7 +14,7 @@ import { fetch as cookieFetch } from '@atek-cloud/node-fetch-cookies'
 
 import {
   startHost, fixtureUrl, install, getService, servicesClient, testWithHost, removeTempDirs,
-  waitForService, withTimeout
+  waitForService, withTimeout, streamUpload
 } from './lib/host.mjs'
 import {
   SESSIONS_API, USERS_API, createUser, gateway, loginOk, typedUsers, whoami, req, sessionSetCookie, setCookies,
@@ -35,40 +35,6 @@ const NONCE = 'n'.repeat(43) // a nonce for bind-session calls that never redeem
 
 /** `/_atek/bind-session?service=…&path=…&nonce=…` */
 const bindSessionPath = (service, p, nonce = NONCE) => '/_atek/bind-session?' + new URLSearchParams({ service, path: p, nonce })
-
-/** Raw HTTP request with a streamed body of `size` bytes (chunked); returns the parsed reply. */
-function streamUpload ({ hostHeader, cookie, size, path: p = '/upload', chunk = 64 * 1024 }) {
-  return withTimeout(new Promise((resolve, reject) => {
-    const hash = crypto.createHash('sha256')
-    const r = http.request({
-      host: '127.0.0.1', port: host.port, method: 'POST', path: p, agent: false,
-      headers: { host: hostHeader, cookie, 'content-type': 'application/octet-stream' }
-    }, (res) => {
-      const chunks = []
-      res.on('data', (c) => chunks.push(c))
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8')
-        let json
-        try { json = JSON.parse(text) } catch {}
-        resolve({ status: res.statusCode, text, json, sha256: hash.digest('hex') })
-      })
-      res.on('error', reject)
-    })
-    r.on('error', reject)
-    let sent = 0
-    const write = () => {
-      while (sent < size) {
-        const n = Math.min(chunk, size - sent)
-        const buf = crypto.randomBytes(n)
-        hash.update(buf)
-        sent += n
-        if (!r.write(buf)) return r.once('drain', write)
-      }
-      r.end()
-    }
-    write()
-  }), 60000, `upload of ${size} bytes`)
-}
 
 /** Opens a WebSocket through the subdomain (`cookie` is a Cookie header); resolves {sock, messages} once open. */
 function openAppWs (appId, { cookie, headers = {}, path: p = '/ws' } = {}) {
@@ -448,7 +414,7 @@ describe('subdomain apps', () => {
 
     test('an 8 MiB streamed (chunked) upload arrives intact', { timeout: 120000 }, async () => {
       const size = 8 << 20
-      const r = await streamUpload({ hostHeader: appHost(host, 'app'), cookie: appCookie, size })
+      const r = await streamUpload({ port: host.port, headers: { host: appHost(host, 'app'), cookie: appCookie }, size })
       assert.equal(r.status, 200, r.text.slice(0, 200))
       assert.equal(r.json.bodyLength, size)
       assert.equal(r.json.bodySha256, r.sha256)

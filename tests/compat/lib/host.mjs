@@ -485,3 +485,48 @@ export async function serverRows (host, table) {
   const { records } = await adb.recordList(serverDbId, table)
   return records.map((r) => r.value.item)
 }
+
+/**
+ * POST to the host (port `port`) with a streamed (chunked) body of `size` random bytes, sent
+ * `chunk` bytes at a time, `gapMs` apart (0: as fast as the socket takes them). `headers` are
+ * added to the request (Host, cookie or authorization). Resolves {status, text, json (when
+ * the reply is JSON), sha256 (of what was sent), elapsed (ms)}.
+ */
+export function streamUpload ({ port, headers, size, path: p = '/upload', chunk = 64 * 1024, gapMs = 0, timeout = 60000 }) {
+  return withTimeout(new Promise((resolve, reject) => {
+    const t0 = Date.now()
+    const hash = crypto.createHash('sha256')
+    const r = http.request({
+      host: '127.0.0.1', port, method: 'POST', path: p, agent: false,
+      headers: { 'content-type': 'application/octet-stream', ...headers }
+    }, (res) => {
+      const chunks = []
+      res.on('data', (c) => chunks.push(c))
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8')
+        let json
+        try { json = JSON.parse(text) } catch {}
+        resolve({ status: res.statusCode, text, json, sha256: hash.digest('hex'), elapsed: Date.now() - t0 })
+      })
+      res.on('error', reject)
+    })
+    r.on('error', reject)
+    let sent = 0
+    const write = async () => {
+      while (sent < size) {
+        const n = Math.min(chunk, size - sent)
+        const buf = crypto.randomBytes(n)
+        hash.update(buf)
+        sent += n
+        if (gapMs > 0) {
+          r.write(buf)
+          await sleep(gapMs)
+        } else if (!r.write(buf)) {
+          return r.once('drain', () => write().catch(reject))
+        }
+      }
+      r.end()
+    }
+    write().catch(reject)
+  }), timeout, `upload of ${size} bytes`)
+}
