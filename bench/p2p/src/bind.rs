@@ -65,7 +65,7 @@ pub(crate) async fn run(route: Route, mib: u64) -> anyhow::Result<()> {
     let to = peer_addr(&server, relay.as_ref()).await?;
     let forwarding = {
         let client = client.clone();
-        tokio::spawn(async move { bind::forward(&client, to, local).await })
+        tokio::spawn(async move { bind::forward(&client, to, local, None).await })
     };
 
     // Unmeasured: the forward's QUIC connection is made on its first TCP connection.

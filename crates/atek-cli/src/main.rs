@@ -152,8 +152,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The relays and lookups of config.json, for p2p commands given no `--relay` or lookup
-/// flags (a missing file is none).
+/// The relays, lookups and port mapping of config.json, for p2p commands given no
+/// `--relay`, lookup or `--no-port-mapping` flags (a missing file is none).
 fn net_defaults(config_dir: &std::path::Path) -> anyhow::Result<commands::p2p::NetDefaults> {
     let paths = atek_host::paths::Paths::new(config_dir);
     let config = atek_host::config::Config::load(&paths.config_file())?;
@@ -165,6 +165,7 @@ fn net_defaults(config_dir: &std::path::Path) -> anyhow::Result<commands::p2p::N
         relays: config.relays,
         relay_ca: config.relay_ca,
         lookup,
+        port_mapping: config.p2p.port_mapping,
         ..Default::default()
     })
 }

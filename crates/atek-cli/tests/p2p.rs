@@ -73,6 +73,7 @@ fn beam_between_two_processes_both_ways() {
             &url.to_string(),
             "--relay-insecure",
             "--no-public",
+            "--no-port-mapping",
         ]);
     };
     let to_b = data(1, 3 << 20);
@@ -89,7 +90,13 @@ fn beam_between_two_processes_both_ways() {
     // The connector takes its relay from config.json's `relays` instead of --relay.
     common::write_config(dir.path(), &format!(r#","relays":["{url}"]"#));
     let mut b_cmd = atek(dir.path());
-    b_cmd.args(["beam", &passphrase, "--relay-insecure", "--no-public"]);
+    b_cmd.args([
+        "beam",
+        &passphrase,
+        "--relay-insecure",
+        "--no-public",
+        "--no-port-mapping",
+    ]);
     let (mut b, b_out, b_err) = start(b_cmd, to_a.clone());
 
     let a_status = a.wait().unwrap();
@@ -131,6 +138,7 @@ fn beam_reads_and_writes_files_and_leaves_its_pipes_blocking() {
         &url.to_string(),
         "--relay-insecure",
         "--no-public",
+        "--no-port-mapping",
     ]
     .map(str::to_owned);
     let to_b = data(3, 3 << 20);
@@ -222,13 +230,14 @@ fn beam_on_a_terminal_ends_with_what_it_moved() {
         &url.to_string(),
         "--relay-insecure",
         "--no-public",
+        "--no-port-mapping",
     ]);
     let (mut a, a_out, a_err) = start(a_cmd, Vec::new());
     let passphrase = line_after(&a_err, "▶   atek beam ");
 
     let typescript = dir.path().join("typescript");
     let connector = format!(
-        "head -c 3145728 /dev/zero | '{}' --config-dir '{}' beam {passphrase} --relay {url} --relay-insecure --no-public > /dev/null",
+        "head -c 3145728 /dev/zero | '{}' --config-dir '{}' beam {passphrase} --relay {url} --relay-insecure --no-public --no-port-mapping > /dev/null",
         env!("CARGO_BIN_EXE_atek"),
         dir.path().display(),
     );
@@ -252,7 +261,12 @@ fn beam_on_a_terminal_ends_with_what_it_moved() {
 #[test]
 fn a_malformed_passphrase_is_bad_usage() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(atek(dir.path()).args(["beam", "not-a-passphrase", "--no-public"]));
+    let out = run(atek(dir.path()).args([
+        "beam",
+        "not-a-passphrase",
+        "--no-public",
+        "--no-port-mapping",
+    ]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("52 characters"), "{}", text(&out));
     let out = run(atek(dir.path()).args(["beam", "-r"]));
@@ -274,7 +288,7 @@ fn a_lookup_given_by_half_is_refused_with_what_is_missing() {
         &["--dht-bootstrap", "127.0.0.1:6881"][..],
     ] {
         let out = run(atek(dir.path())
-            .args(["beam", &p, "--no-public"])
+            .args(["beam", &p, "--no-public", "--no-port-mapping"])
             .args(half));
         assert_eq!(out.status.code(), Some(2), "{half:?}: {}", text(&out));
     }
@@ -284,7 +298,7 @@ fn a_lookup_given_by_half_is_refused_with_what_is_missing() {
         r#"{"lookup": {"pkarrRelay": "https://dns.example/pkarr"}}"#,
     )
     .unwrap();
-    let out = run(atek(dir.path()).args(["beam", &p, "--no-public"]));
+    let out = run(atek(dir.path()).args(["beam", &p, "--no-public", "--no-port-mapping"]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("lookup.pkarrRelay needs lookup.dnsOrigin"),
@@ -354,6 +368,7 @@ fn bind_exposes_a_port_and_reaches_it_from_another_process() {
             &url.to_string(),
             "--relay-insecure",
             "--no-public",
+            "--no-port-mapping",
         ]);
     };
 
@@ -414,13 +429,55 @@ fn bind_exposes_a_port_and_reaches_it_from_another_process() {
         "-p",
         &taken.local_addr().unwrap().port().to_string(),
         "--no-public",
+        "--no-port-mapping",
     ]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("is in use"), "{}", text(&out));
 
-    client.kill().unwrap();
+    // A key nobody answers for is said within the timeout, with exit code 1, instead of a
+    // port that takes connections and drops them in silence.
+    let out = run(atek(dir.path())
+        .args(["key", "--json", "-k"])
+        .arg(dir.path().join("nobody.key")));
+    let nobody: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nobody = nobody["publicKey"].as_str().unwrap();
+    let mut nobody_cmd = atek(dir.path());
+    nobody_cmd.args(["bind", nobody, "--timeout", "1"]);
+    net(&mut nobody_cmd);
+    let out = run(&mut nobody_cmd);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("could not reach the peer"),
+        "{}",
+        text(&out)
+    );
+
+    // Ctrl-C closes the client's p2p connection: the server hears of it at once, not
+    // after QUIC's idle timeout (30 s).
+    let pid = client.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = std::time::Instant::now();
+    let close = line_after(&server_err, "▶ CLOSE pubkey: ");
+    assert_eq!(close, connect);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the server heard of the close after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.wait().unwrap().code(), Some(0));
+    let client_lines: Vec<String> = client_err.try_iter().collect();
+    assert!(
+        client_lines.iter().any(|l| l == "▶ Shutting down bind..."),
+        "{client_lines:?}"
+    );
+
     server.kill().unwrap();
-    let _ = client.wait();
     let _ = server.wait();
 }
 
@@ -435,7 +492,7 @@ fn the_home_is_reachable_by_its_key() {
     common::write_config(
         &home,
         &format!(
-            r#","relays":["{url}"],"p2p":{{"enabled":true,"public":false,"insecureRelayTls":true}}"#
+            r#","relays":["{url}"],"p2p":{{"enabled":true,"public":false,"insecureRelayTls":true,"portMapping":false}}"#
         ),
     );
     let _host = common::TestHost::start(&home);
@@ -454,6 +511,7 @@ fn the_home_is_reachable_by_its_key() {
         &url.to_string(),
         "--relay-insecure",
         "--no-public",
+        "--no-port-mapping",
     ]);
     let (mut bind, _, bind_err) = start(bind_cmd, Vec::new());
     let forwarding = line_after(&bind_err, "▶ Forwarding http://localhost:");
@@ -544,6 +602,7 @@ fn the_home_is_reachable_by_its_key() {
         &url.to_string(),
         "--relay-insecure",
         "--no-public",
+        "--no-port-mapping",
     ]);
     let (mut gateway, _, gateway_err) = start(gateway_cmd, Vec::new());
     let listening = line_after(&gateway_err, "▶ Gateway listening on http://127.0.0.1:");
@@ -609,6 +668,7 @@ fn serve_shows_a_folder_locally_and_to_peers_and_hides_git() {
             &url.to_string(),
             "--relay-insecure",
             "--no-public",
+            "--no-port-mapping",
         ]);
     };
 
@@ -664,7 +724,12 @@ fn spork_offers_the_p2p_commands_under_their_old_names() {
             text(&out)
         );
     }
-    let out = run(spork().args(["beam", "not-a-passphrase", "--no-public"]));
+    let out = run(spork().args([
+        "beam",
+        "not-a-passphrase",
+        "--no-public",
+        "--no-port-mapping",
+    ]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let dir = tempfile::tempdir().unwrap();
     let out = run(spork().args(["key", "--json"]).current_dir(dir.path()));
@@ -675,7 +740,13 @@ fn spork_offers_the_p2p_commands_under_their_old_names() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
     let url = url.to_string();
-    let net = ["--relay", url.as_str(), "--relay-insecure", "--no-public"];
+    let net = [
+        "--relay",
+        url.as_str(),
+        "--relay-insecure",
+        "--no-public",
+        "--no-port-mapping",
+    ];
     let mut a_cmd = spork();
     a_cmd.arg("beam").args(net);
     let to_b = data(3, 256 << 10);
@@ -746,7 +817,8 @@ fn beam_through_an_atek_relay_trusting_its_self_signed_certificate() {
     assert_eq!(client_args[4], "--relay-quic-port", "port 0 is not 7842");
 
     let net = |cmd: &mut Command| {
-        cmd.args(&client_args).arg("--no-public");
+        cmd.args(&client_args)
+            .args(["--no-public", "--no-port-mapping"]);
     };
     let to_b = data(3, 1 << 20);
     let to_a = data(4, 256 << 10);

@@ -167,6 +167,10 @@ pub struct P2pConfig {
     /// Accept any TLS certificate from the relays: only for a local relay with a
     /// self-signed certificate, in builds for tests. Default `false`.
     pub insecure_relay_tls: bool,
+    /// Ask the home router for a port mapping (UPnP, NAT-PMP, PCP), so that peers reach
+    /// this home directly more often. The p2p commands follow it too (`--no-port-mapping`
+    /// turns it off for one command). Default `true`.
+    pub port_mapping: bool,
 }
 
 impl Default for P2pConfig {
@@ -175,6 +179,7 @@ impl Default for P2pConfig {
             enabled: false,
             public: true,
             insecure_relay_tls: false,
+            port_mapping: true,
         }
     }
 }

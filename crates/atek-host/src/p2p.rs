@@ -46,6 +46,7 @@ pub(crate) fn net_config(config: &Config) -> Result<NetConfig, NetError> {
         public: config.p2p.public,
         relay_ca: config.relay_ca.clone(),
         insecure_relay_tls: config.p2p.insecure_relay_tls,
+        port_mapping: config.p2p.port_mapping,
         lookup,
         ..NetConfig::default()
     })

@@ -12,6 +12,7 @@
 //! the stream finishes in that direction only.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use atek_core::PublicKey;
 use iroh::endpoint::{Connection, RecvStream, SendStream, VarInt};
@@ -20,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, mpsc};
 
 use crate::copy::{self, CopyError};
+use crate::node::MAX_STREAMS;
 use crate::{NetError, Node, PeerAddr};
 
 /// The ALPN of TCP streams.
@@ -126,20 +128,32 @@ pub async fn expose(
     serve_streams(node, serve, events).await
 }
 
-/// Accepts TCP connections on `listener` and carries each to `peer`'s exposed port, all
-/// over one QUIC connection (made on the first TCP connection, and again if it is lost).
-/// Runs until the listener fails.
-pub async fn forward(node: &Node, peer: PeerAddr, listener: TcpListener) -> Result<(), NetError> {
+/// Carries each TCP connection `listener` accepts to `peer`'s exposed port, all over one
+/// QUIC connection. It dials the peer first and fails if the peer cannot be reached then;
+/// once running, a lost connection is dialed again by the next TCP connection, and each
+/// TCP connection that cannot be carried is told to `events` (if any) and closed. Runs
+/// until the listener fails.
+pub async fn forward(
+    node: &Node,
+    peer: PeerAddr,
+    listener: TcpListener,
+    events: Option<mpsc::UnboundedSender<BindEvent>>,
+) -> Result<(), NetError> {
+    let key = peer.key;
     let link = Arc::new(Link::new(node.clone(), peer));
+    link.connection().await?;
+    send_event(&events, BindEvent::Connect(key));
     loop {
         let (tcp, from) = listener.accept().await.map_err(|e| NetError::Io {
             what: "accepting a TCP connection",
             source: e,
         })?;
-        let link = Arc::clone(&link);
+        let (link, events) = (Arc::clone(&link), events.clone());
         tokio::spawn(async move {
             if let Err(e) = link.carry(tcp).await {
-                tracing::warn!(%from, error = %e, "a forwarded TCP connection failed");
+                tracing::debug!(%from, error = %e, "a forwarded TCP connection failed");
+                let reason = format!("a connection from {from}: {e}");
+                send_event(&events, BindEvent::Failed { peer: key, reason });
             }
         });
     }
@@ -147,11 +161,23 @@ pub async fn forward(node: &Node, peer: PeerAddr, listener: TcpListener) -> Resu
 
 /// The one QUIC connection to a peer's exposed port, made on first use and again when
 /// lost; each [`Link::open`] is a new stream on it.
+///
+/// One dial at a time: TCP connections that arrive while a dial is under way wait for it
+/// and share its outcome, a failure included, so a peer that cannot be reached costs one
+/// connect timeout for all of them, not one each in turn.
 #[derive(Debug)]
 pub(crate) struct Link {
     node: Node,
     peer: PeerAddr,
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Dialed>,
+}
+
+/// What the last dial of a [`Link`] gave.
+#[derive(Debug, Default)]
+struct Dialed {
+    conn: Option<Connection>,
+    /// When the last failed dial gave up, and why.
+    failed: Option<(Instant, NetError)>,
 }
 
 impl Link {
@@ -159,30 +185,59 @@ impl Link {
         Self {
             node,
             peer,
-            conn: Mutex::new(None),
+            conn: Mutex::new(Dialed::default()),
         }
     }
 
-    /// A new stream to the peer's exposed port, its header written.
+    /// A new stream to the peer's exposed port, its header written. Fails after the
+    /// node's connect timeout when the peer allows no more streams at once.
     pub(crate) async fn open(&self) -> Result<(SendStream, RecvStream), NetError> {
         let conn = self.connection().await?;
         let lost = |e: &dyn std::fmt::Display| NetError::Lost {
             peer: self.peer.key,
             reason: e.to_string(),
         };
-        let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+        let (mut send, recv) = tokio::time::timeout(self.node.connect_timeout(), conn.open_bi())
+            .await
+            .map_err(|_| NetError::Busy {
+                peer: self.peer.key,
+                limit: MAX_STREAMS,
+            })?
+            .map_err(|e| lost(&e))?;
         send.write_all(HEADER).await.map_err(|e| lost(&e))?;
         Ok((send, recv))
     }
 
-    async fn connection(&self) -> Result<Connection, NetError> {
+    /// The connection to the peer: the live one, or a new dial. Whoever waited for a dial
+    /// that failed gets its error instead of dialing again.
+    pub(crate) async fn connection(&self) -> Result<Connection, NetError> {
+        let asked = Instant::now();
         let mut slot = self.conn.lock().await;
-        if let Some(conn) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
+        if let Some(conn) = slot.conn.as_ref().filter(|c| c.close_reason().is_none()) {
             return Ok(conn.clone());
         }
-        let conn = self.node.connect(self.peer.clone(), ALPN).await?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+        if let Some((at, e)) = &slot.failed
+            && *at >= asked
+        {
+            return Err(e.retell());
+        }
+        match self.node.connect(self.peer.clone(), ALPN).await {
+            Ok(conn) => {
+                *slot = Dialed {
+                    conn: Some(conn.clone()),
+                    failed: None,
+                };
+                Ok(conn)
+            }
+            Err(e) => {
+                let told = e.retell();
+                *slot = Dialed {
+                    conn: None,
+                    failed: Some((Instant::now(), e)),
+                };
+                Err(told)
+            }
+        }
     }
 
     async fn carry(&self, tcp: TcpStream) -> Result<(), NetError> {

@@ -51,6 +51,16 @@ pub enum NetError {
         /// iroh's reason.
         reason: String,
     },
+    /// The peer allows no more streams at once on the connection, and none ended in time.
+    #[error(
+        "{peer} allows no more than {limit} connections at once and none ended in time; close some and try again"
+    )]
+    Busy {
+        /// The peer.
+        peer: PublicKey,
+        /// Its limit of concurrent streams.
+        limit: u32,
+    },
     /// The endpoint was closed.
     #[error("the p2p endpoint is closed")]
     Closed,
@@ -113,4 +123,29 @@ pub enum NetError {
         /// Why.
         reason: String,
     },
+}
+
+impl NetError {
+    /// The same error once more, for everyone who waited on the one attempt that made it
+    /// (the error itself is not `Clone`: it may hold an I/O error).
+    pub(crate) fn retell(&self) -> NetError {
+        match self {
+            NetError::Unreachable { peer, timeout } => NetError::Unreachable {
+                peer: *peer,
+                timeout: *timeout,
+            },
+            NetError::Connect { peer, reason } => NetError::Connect {
+                peer: *peer,
+                reason: reason.clone(),
+            },
+            NetError::Lost { peer, reason } => NetError::Lost {
+                peer: *peer,
+                reason: reason.clone(),
+            },
+            NetError::Closed => NetError::Closed,
+            other => NetError::Bind {
+                reason: other.to_string(),
+            },
+        }
+    }
 }

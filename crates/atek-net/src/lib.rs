@@ -28,7 +28,9 @@ pub mod relay;
 mod route;
 
 pub use error::NetError;
-pub use node::{DEFAULT_CONNECT_TIMEOUT, DhtLookup, DnsLookup, Lookup, NetConfig, Node, PeerAddr};
+pub use node::{
+    DEFAULT_CONNECT_TIMEOUT, DhtLookup, DnsLookup, Lookup, MAX_STREAMS, NetConfig, Node, PeerAddr,
+};
 pub use route::Route;
 
 /// The iroh types a caller of this crate meets (streams, relay URLs), re-exported so that

@@ -15,6 +15,10 @@ pub(crate) const REFUSED: iroh::endpoint::VarInt = iroh::endpoint::VarInt::from_
 
 /// How long a dial may take by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How many streams a peer may have open to this node at once on one connection (QUIC's
+/// default is 100): each TCP connection carried by `bind` or the gateway is one. Memory
+/// stays bounded by the connection's receive window, whatever the count.
+pub const MAX_STREAMS: u32 = 1024;
 
 /// How a node reaches the network.
 #[derive(Debug, Clone)]
@@ -198,6 +202,13 @@ impl Node {
             builder = builder.portmapper_config(PortmapperConfig::Disabled);
         }
         builder = config.lookup.apply(builder);
+        // Many TCP connections of `bind` share one QUIC connection, a stream each: QUIC's
+        // default of 100 concurrent streams would make the 101st wait.
+        builder = builder.transport_config(
+            iroh::endpoint::QuicTransportConfig::builder()
+                .max_concurrent_bidi_streams(MAX_STREAMS.into())
+                .build(),
+        );
         // iroh's QUIC flow-control windows are kept on purpose: larger stream windows made
         // copies on loopback slower and, from 8 MiB, got connections aborted by the
         // receiver ("too many gaps in stream buffer"); bench/README.md has the numbers.
@@ -216,6 +227,11 @@ impl Node {
             has_relays: public || !config.relays.is_empty(),
             connect_timeout: config.connect_timeout,
         })
+    }
+
+    /// How long [`Node::connect`] tries before giving up.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// This node's key.

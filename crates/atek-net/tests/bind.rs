@@ -1,6 +1,6 @@
-//! bind between two nodes in this process through a relay on loopback: 100 TCP
-//! connections at once over one QUIC connection, each echoed byte for byte, half-close, and
-//! a target that refuses.
+//! bind between two nodes in this process through a relay on loopback: 150 TCP
+//! connections at once over one QUIC connection, each echoed byte for byte, half-close, a
+//! target that refuses, and a peer that cannot be reached.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -34,7 +34,7 @@ async fn echo_server() -> std::net::SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_tcp_connections_share_one_p2p_connection() {
+async fn a_hundred_and_fifty_tcp_connections_at_once_share_one_p2p_connection() {
     let relay = common::relay(Duration::from_secs(5)).await;
     let config = &relay.config;
     let echo = echo_server().await;
@@ -56,31 +56,44 @@ async fn a_hundred_tcp_connections_share_one_p2p_connection() {
     let port = local.local_addr().unwrap();
     let forwarding = {
         let (client, key) = (client.clone(), server.key());
-        tokio::spawn(async move { bind::forward(&client, key.into(), local).await })
+        tokio::spawn(async move { bind::forward(&client, key.into(), local, None).await })
     };
 
-    let tasks: Vec<_> = (0..100u64)
+    // More TCP connections open at once than QUIC's default stream limit (100): each
+    // gets its echo, then all wait for each other before they end.
+    const OPEN: usize = 150;
+    let all_open = std::sync::Arc::new(tokio::sync::Barrier::new(OPEN));
+    let tasks: Vec<_> = (0..OPEN as u64)
         .map(|i| {
+            let all_open = all_open.clone();
             tokio::spawn(async move {
                 let sent = data(i, 1000 + (i as usize) * 997);
                 let mut tcp = TcpStream::connect(port).await.unwrap();
                 let (mut rd, mut wr) = tcp.split();
-                let write = async {
-                    wr.write_all(&sent).await.unwrap();
-                    // Half-close: the echo ends because our side stopped sending.
-                    wr.shutdown().await.unwrap();
-                };
-                let mut got = Vec::new();
-                let read = rd.read_to_end(&mut got);
-                let ((), n) = tokio::join!(write, read);
-                n.unwrap();
+                let mut got = vec![0; sent.len()];
+                let write = wr.write_all(&sent);
+                let read = rd.read_exact(&mut got);
+                let (w, r) = tokio::join!(write, read);
+                w.unwrap();
+                r.unwrap();
                 assert!(got == sent, "connection {i} echoed exactly");
+                all_open.wait().await;
+                // Half-close: the echo ends because our side stopped sending.
+                wr.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                rd.read_to_end(&mut rest).await.unwrap();
+                assert!(rest.is_empty(), "connection {i} echoed nothing more");
             })
         })
         .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let done = async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), done)
+        .await
+        .expect("150 connections open at once are all carried, none waits for a stream");
 
     // One peer connected once, whatever the number of TCP connections.
     let first = events.recv().await.unwrap();
@@ -123,7 +136,7 @@ async fn a_refused_target_closes_the_tcp_connection_and_is_reported() {
     let port = local.local_addr().unwrap();
     {
         let (client, key) = (client.clone(), server.key());
-        tokio::spawn(async move { bind::forward(&client, key.into(), local).await });
+        tokio::spawn(async move { bind::forward(&client, key.into(), local, None).await });
     }
     let mut tcp = TcpStream::connect(port).await.unwrap();
     tcp.write_all(b"hello").await.unwrap();
@@ -146,4 +159,83 @@ async fn a_refused_target_closes_the_tcp_connection_and_is_reported() {
     }
     client.close().await;
     server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_peer_fails_forward_at_once_and_later_dials_share_one_wait() {
+    let timeout = Duration::from_secs(2);
+    let relay = common::relay(timeout).await;
+    let config = &relay.config;
+    let client = Node::bind(&SecretKey::generate(), &[], config)
+        .await
+        .unwrap();
+    client.online().await;
+
+    // Nobody has this key: forward says so instead of listening in silence.
+    let nobody = SecretKey::generate().public();
+    let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let started = std::time::Instant::now();
+    let err = bind::forward(&client, nobody.into(), local, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, atek_net::NetError::Unreachable { .. }),
+        "{err}"
+    );
+    assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
+
+    // A peer that was reached, then went away: five TCP connections that arrive together
+    // wait for one dial, not five in turn, and each is reported and closed.
+    let server = Node::bind(&SecretKey::generate(), &[bind::ALPN], config)
+        .await
+        .unwrap();
+    server.online().await;
+    let echo = echo_server().await;
+    {
+        let server = server.clone();
+        tokio::spawn(async move { bind::expose(&server, echo.to_string(), None).await });
+    }
+    let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = local.local_addr().unwrap();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    {
+        let (client, key) = (client.clone(), server.key());
+        tokio::spawn(
+            async move { bind::forward(&client, key.into(), local, Some(events_tx)).await },
+        );
+    }
+    assert_eq!(
+        events.recv().await.unwrap(),
+        BindEvent::Connect(server.key())
+    );
+    server.close().await;
+    let started = std::time::Instant::now();
+    let tries: Vec<_> = (0..5)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut tcp = TcpStream::connect(port).await.unwrap();
+                let mut got = Vec::new();
+                let _ = tcp.read_to_end(&mut got).await;
+                assert!(got.is_empty());
+            })
+        })
+        .collect();
+    for t in tries {
+        t.await.unwrap();
+    }
+    for _ in 0..5 {
+        match events.recv().await.unwrap() {
+            BindEvent::Failed { peer, reason } => {
+                assert_eq!(peer, server.key());
+                assert!(reason.contains("a connection from 127.0.0.1:"), "{reason}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < timeout * 2,
+        "five connections waited {waited:?}: one dial each, in turn"
+    );
+    client.close().await;
 }

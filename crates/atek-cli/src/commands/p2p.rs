@@ -42,6 +42,10 @@ pub(crate) struct NetArgs {
     /// Use no public relay or address lookup (n0's, iroh's defaults), only `--relay`s.
     #[arg(long)]
     no_public: bool,
+    /// Do not ask the router for a port mapping (UPnP, NAT-PMP, PCP): for networks where
+    /// nothing should talk to the router, and for tests.
+    #[arg(long)]
+    no_port_mapping: bool,
     /// How long to try reaching the other side, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
     timeout: u64,
@@ -84,6 +88,8 @@ pub(crate) struct NetDefaults {
     pub(crate) lookup: atek_net::Lookup,
     /// The program the user ran (`atek` or `spork`), for the commands we tell them to run.
     pub(crate) program: &'static str,
+    /// Whether to ask the router for a port mapping unless `--no-port-mapping` is given.
+    pub(crate) port_mapping: bool,
 }
 
 impl Default for NetDefaults {
@@ -93,6 +99,7 @@ impl Default for NetDefaults {
             relay_ca: Vec::new(),
             lookup: atek_net::Lookup::default(),
             program: "atek",
+            port_mapping: true,
         }
     }
 }
@@ -118,6 +125,7 @@ impl NetArgs {
             insecure_relay_tls: self.relay_insecure,
             relay_ca,
             public: !self.no_public,
+            port_mapping: !self.no_port_mapping && defaults.port_mapping,
             connect_timeout: Duration::from_secs(self.timeout.max(1)),
             lookup: self
                 .lookup
@@ -418,36 +426,45 @@ pub(crate) async fn bind(defaults: NetDefaults, args: BindArgs) -> anyhow::Resul
     log_if_asked();
     let config = args.net.config(&defaults)?;
     let key = node_key(args.keyfile.as_deref())?;
-    let work = async {
-        match &args.key {
-            Some(peer) => {
-                let peer: atek_core::PublicKey = peer.parse().map_err(|e| {
-                    BadUsage(format!(
-                        "'{peer}' is not a peer key ({e}); give the 52-character key the other side printed"
-                    ))
-                })?;
-                let port = args.port.unwrap_or(0);
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                    .await
-                    .map_err(|e| port_error(port, e))?;
-                let local = listener.local_addr().context("reading the local port")?;
-                let node = Node::bind(&key, &[], &config).await?;
-                status("Spork powers ACTIVATED");
-                status(&format!(
-                    "Forwarding http://localhost:{} -> {peer}",
-                    local.port()
-                ));
-                bind::forward(&node, peer.into(), listener).await?;
-                Ok(())
-            }
-            None => {
-                let Some(port) = args.port else {
-                    return Err(BadUsage(
-                        "give the port to expose with -p PORT, or a peer KEY to reach".to_owned(),
-                    )
-                    .into());
-                };
-                let node = Node::bind(&key, &[bind::ALPN], &config).await?;
+    let result = match &args.key {
+        Some(peer) => {
+            let peer: atek_core::PublicKey = peer.parse().map_err(|e| {
+                BadUsage(format!(
+                    "'{peer}' is not a peer key ({e}); give the 52-character key the other side printed"
+                ))
+            })?;
+            let port = args.port.unwrap_or(0);
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .map_err(|e| port_error(port, e))?;
+            let local = listener.local_addr().context("reading the local port")?;
+            let node = Node::bind(&key, &[], &config).await?;
+            status(&format!("Connecting to {peer}..."));
+            let work = async {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let printer = tokio::spawn(print_bind_events(rx, move |event| match event {
+                    BindEvent::Connect(_) => {
+                        status("Spork powers ACTIVATED");
+                        format!("Forwarding http://localhost:{} -> {peer}", local.port())
+                    }
+                    event => bind_event_line(event),
+                }));
+                let result = bind::forward(&node, peer.into(), listener, Some(tx)).await;
+                // Every status line is out before the error that ends the command.
+                let _ = printer.await;
+                result.map_err(anyhow::Error::from)
+            };
+            until_interrupted(&node, work).await
+        }
+        None => {
+            let Some(port) = args.port else {
+                return Err(BadUsage(
+                    "give the port to expose with -p PORT, or a peer KEY to reach".to_owned(),
+                )
+                .into());
+            };
+            let node = Node::bind(&key, &[bind::ALPN], &config).await?;
+            let work = async {
                 if !node.online().await {
                     status("Could not reach a relay yet; peers on this network can still connect");
                 }
@@ -459,38 +476,65 @@ pub(crate) async fn bind(defaults: NetDefaults, args: BindArgs) -> anyhow::Resul
                     defaults.program,
                     node.key()
                 ));
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                let printer = tokio::spawn(async move {
-                    while let Some(event) = rx.recv().await {
-                        match event {
-                            BindEvent::Connect(peer) => status(&format!("CONNECT pubkey: {peer}")),
-                            BindEvent::Close(peer) => status(&format!("CLOSE pubkey: {peer}")),
-                            BindEvent::Failed { peer, reason } => {
-                                status(&format!("FAILED pubkey: {peer}: {reason}"))
-                            }
-                        }
-                    }
-                });
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let printer = tokio::spawn(print_bind_events(rx, bind_event_line));
                 let result = bind::expose(&node, target, Some(tx)).await;
-                printer.abort();
-                result?;
-                Ok(())
-            }
+                let _ = printer.await;
+                result.map_err(anyhow::Error::from)
+            };
+            until_interrupted(&node, work).await
         }
     };
-    tokio::select! {
-        result = work => {
-            if let Err(e) = &result {
-                status(&format!("Error: {e}"));
-            }
-            result
-        }
-        _ = tokio::signal::ctrl_c() => {
+    match result {
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
             status("Shutting down bind...");
             Ok(())
         }
+        Err(e) => {
+            status(&format!("Error: {e}"));
+            Err(e)
+        }
+        Ok(()) => Ok(()),
     }
 }
+
+/// Prints `events` as status lines, each as `line` words it, until the sender is gone.
+async fn print_bind_events(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<BindEvent>,
+    line: impl Fn(BindEvent) -> String,
+) {
+    while let Some(event) = events.recv().await {
+        status(&line(event));
+    }
+}
+
+/// Spork's status line for a bind event.
+fn bind_event_line(event: BindEvent) -> String {
+    match event {
+        BindEvent::Connect(peer) => format!("CONNECT pubkey: {peer}"),
+        BindEvent::Close(peer) => format!("CLOSE pubkey: {peer}"),
+        BindEvent::Failed { peer, reason } => format!("FAILED pubkey: {peer}: {reason}"),
+    }
+}
+
+/// Runs `work` until it ends or Ctrl-C comes ([`Interrupted`]); either way `node` is
+/// closed before this returns, so that its peers hear at once that this side is gone
+/// instead of waiting out QUIC's idle timeout (30 s).
+async fn until_interrupted<T>(
+    node: &Node,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let result = tokio::select! {
+        result = work => result,
+        _ = tokio::signal::ctrl_c() => Err(Interrupted.into()),
+    };
+    // Closing waits for the peers to acknowledge; one that is gone is not waited for long.
+    let _ = tokio::time::timeout(CLOSE_WAIT, node.close()).await;
+    result
+}
+
+/// How long closing a node waits for its peers to hear of it.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 fn port_error(port: u16, e: std::io::Error) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -549,29 +593,33 @@ pub(crate) async fn beam(defaults: NetDefaults, args: BeamArgs) -> anyhow::Resul
             false,
         ),
     };
-    let result = tokio::select! {
-        result = run_beam(&config, &passphrase, listen, made, defaults.program) => result,
-        _ = tokio::signal::ctrl_c() => {
-            status("Shutting down beam...");
-            return Err(Interrupted.into());
-        }
+    let node = if listen {
+        Node::bind(&passphrase.listener_key(), &[beam::ALPN], &config).await?
+    } else {
+        Node::bind(&passphrase.connector_key(), &[], &config).await?
     };
-    if let Err(e) = &result {
-        status(&format!("Error: {e}"));
-        status("Shutting down beam...");
+    let work = run_beam(&node, &passphrase, listen, made, defaults.program);
+    let result = until_interrupted(&node, work).await;
+    match &result {
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => status("Shutting down beam..."),
+        Err(e) => {
+            status(&format!("Error: {e}"));
+            status("Shutting down beam...");
+        }
+        Ok(()) => {}
     }
     result
 }
 
+/// The beam on `node`, bound with the passphrase's key for its side.
 async fn run_beam(
-    config: &NetConfig,
+    node: &Node,
     passphrase: &Passphrase,
     listen: bool,
     made: bool,
     program: &str,
 ) -> anyhow::Result<()> {
-    let (node, pipe) = if listen {
-        let node = Node::bind(&passphrase.listener_key(), &[beam::ALPN], config).await?;
+    let pipe = if listen {
         if !node.online().await {
             status(
                 "Could not reach a relay yet; waiting anyway (peers on this network can still connect)",
@@ -588,13 +636,10 @@ async fn run_beam(
             ));
         }
         status("Waiting for the other side...");
-        let pipe = beam::accept(&node, passphrase).await?;
-        (node, pipe)
+        beam::accept(node, passphrase).await?
     } else {
-        let node = Node::bind(&passphrase.connector_key(), &[], config).await?;
         status("Connecting pipe...");
-        let pipe = beam::connect(&node, passphrase, None).await?;
-        (node, pipe)
+        beam::connect(node, passphrase, None).await?
     };
     status(&format!(
         "Success! Encrypted tunnel established to remote peer {}",
@@ -615,7 +660,6 @@ async fn run_beam(
     route.abort();
     // Everything received is on stdout before the command ends.
     let written = written.wait().await;
-    node.close().await;
     let stats = stats?;
     written?;
     if let Some(progress) = progress {
