@@ -188,7 +188,8 @@ btest('setup: checks the passwords, posts {token, username, password}, shows the
 })
 
 btest('welcome: shows the user, installs the app, sets it as main service, reloads; logs out', async () => {
-  stub.welcomeData = { username: 'c<b>arol</b>', userKey: '0123456789abcdef', defaultMainService: 'https://example.com/home-app', ownedByOther: true }
+  stub.welcomeData = { username: 'c<b>arol</b>', userKey: '0123456789abcdef', defaultMainService: 'https://example.com/home-app', ownedByOther: true, mayInstall: true }
+  stub.gateway = (req) => req.method === 'list' ? rpcResult(req, { services: [] }) : rpcError(req, -32601, 'Method not found')
   const p = await freshPage()
   await p.goto(`${base}/welcome`)
   await p.getByRole('heading', { name: 'Welcome, c<b>arol</b>' }).waitFor()
@@ -214,7 +215,8 @@ btest('welcome: shows the user, installs the app, sets it as main service, reloa
   await p.getByLabel('Version').fill('^1')
   await p.getByRole('button', { name: 'Install' }).click()
   await p.waitForEvent('load')
-  const posts = stub.calls.filter((c) => c.method === 'POST')
+  // (The reloaded page lists the user's apps again: not part of the install.)
+  const posts = stub.calls.filter((c) => c.method === 'POST' && c.body?.method !== 'list')
   assert.deepEqual(posts.map((c) => [c.url, c.body.method, c.body.params]), [
     ['/_atek/gateway?api=atek.cloud/services-api', 'install', [{ sourceUrl: 'https://example.com/home-app', desiredVersion: '^1' }]],
     ['/_atek/gateway?api=atek.cloud/users-api', 'updateSettings', ['0123456789abcdef', { mainServiceId: 'home-app-2' }]]
@@ -228,6 +230,7 @@ btest('welcome: shows the user, installs the app, sets it as main service, reloa
 
 btest('welcome: works without a default service and says when it lacks the user key', async () => {
   stub.welcomeData = { username: 'dave', defaultMainService: '', ownedByOther: false }
+  stub.gateway = (req) => rpcError(req, -32601, 'Method not found')
   const p = await freshPage({ viewport: { width: 390, height: 800 }, isMobile: true, hasTouch: true })
   await p.goto(`${base}/welcome`)
   await p.getByRole('heading', { name: 'Welcome, dave' }).waitFor()
@@ -243,6 +246,44 @@ btest('welcome: works without a default service and says when it lacks the user 
   const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
   assert.ok(overflow <= 0, `fits a 390 px wide screen (overflow ${overflow} px)`)
   await screenshot(p, 'pages-welcome-mobile', { fullPage: true })
+})
+
+btest('welcome: a user who may not install gets no form, and picks one of their own apps', async () => {
+  const me = '0123456789abcdef'
+  stub.welcomeData = { username: 'erin', userKey: me, defaultMainService: 'https://example.com/home-app', ownedByOther: false, mayInstall: false }
+  stub.calls = []
+  stub.gateway = (req, api) => {
+    if (api === 'atek.cloud/services-api' && req.method === 'list') {
+      return rpcResult(req, {
+        services: [
+          { key: 'k1', status: 'active', settings: { id: 'notes', owningUserKey: me } },
+          { key: 'k2', status: 'active', settings: { id: 'someone-elses', owningUserKey: 'fedcba9876543210' } },
+          { key: 'k3', status: 'stopped', settings: { id: 'photos', owningUserKey: me } }
+        ]
+      })
+    }
+    if (api === 'atek.cloud/users-api' && req.method === 'updateSettings') return rpcResult(req, req.params[1])
+    return rpcError(req, -32601, 'Method not found')
+  }
+  const p = await freshPage()
+  await p.goto(`${base}/welcome`)
+  await p.getByRole('heading', { name: 'Welcome, erin' }).waitFor()
+  await p.getByText('Only an admin can install apps on this host').waitFor()
+  assert.equal(await p.locator('#install-form').isVisible(), false, 'no install form')
+  assert.equal(await p.getByRole('button', { name: 'Install' }).count(), 0)
+  await p.getByRole('heading', { name: 'Your apps' }).waitFor()
+  assert.deepEqual(await p.locator('#app-list code').allTextContents(), ['notes', 'photos'], 'only her own apps')
+  await screenshot(p, 'pages-welcome-no-install')
+  assert.ok(!stub.calls.some((c) => c.body?.method === 'install'), 'nothing installed')
+
+  stub.calls = []
+  // updateSettings answers at once: wait for the reload from before the click.
+  const reloaded = p.waitForEvent('load')
+  await p.getByRole('button', { name: 'Use photos as your home application' }).click()
+  await reloaded
+  const update = stub.calls.find((c) => c.body?.method === 'updateSettings')
+  assert.deepEqual(update?.body.params, [me, { mainServiceId: 'photos' }])
+  assert.ok(stub.calls.some((c) => c.method === 'GET' && c.url === '/welcome'), 'reloaded')
 })
 
 btest('the pages load nothing from elsewhere', async () => {

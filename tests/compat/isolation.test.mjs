@@ -31,6 +31,13 @@ function typedServices (token) {
 
 const ids = (list) => list.services.map((s) => s.settings.id).sort()
 
+/** The JSON the host put in its welcome page (`<script id="atek-data">`). */
+function welcomeData (html) {
+  const m = /<script id="atek-data" type="application\/json">(.*?)<\/script>/s.exec(html)
+  assert.ok(m, `no welcome data in: ${html.slice(0, 200)}`)
+  return JSON.parse(m[1])
+}
+
 describe('isolation between users', () => {
   before(async () => {
     host = await startHost()
@@ -225,6 +232,13 @@ describe('isolation between users', () => {
     const none = await req(host, { hostHeader: mainHost(host), path: '/', cookie: users.bob.cookie })
     assert.equal(none.status, 200)
     assert.match(none.headers['content-type'] ?? '', /text\/html/)
+    // bob may not install (usersMayInstall is off): the page offers no install form
+    assert.equal(welcomeData(none.text).mayInstall, false, 'a plain user is told installing is an admin\'s')
+    assert.equal(welcomeData(none.text).userKey, users.bob.user.key)
+    // an admin may
+    await typedUsers(host).updateSettings(users.root.user.key, {})
+    const admin = await req(host, { hostHeader: mainHost(host), path: '/', cookie: users.root.cookie })
+    assert.equal(welcomeData(admin.text).mayInstall, true, 'an admin may install')
   })
 
   test('main domain: bearer -> {"message":"Atek online"}; anonymous GET -> login; anonymous POST -> 401', async () => {
@@ -267,6 +281,9 @@ describe('isolation with usersMayInstall', () => {
     assert.equal(get.json?.error?.code, -32003, get.text)
     const forDina = await gateway(h, SERVICES_API, 'install', [{ id: 'for-dina', sourceUrl: fixtureUrl('simple-app'), user: 'dina' }], { cookie: carlCookie })
     assert.equal(forDina.json?.error?.code, -32003, forDina.text)
+    // the welcome page offers dina an install form, as the host lets users install
+    const welcome = await req(h, { hostHeader: mainHost(h), path: '/', cookie: dinaCookie })
+    assert.equal(welcomeData(welcome.text).mayInstall, true)
     assert.equal(await call(h, SERVICES_API, 'uninstall', ['carl-app'], { cookie: carlCookie }), null)
   })
 })

@@ -351,6 +351,7 @@ pub(crate) async fn main_service(
         "userKey": caller.user.as_str(),
         "defaultMainService": host.config.default_main_service,
         "ownedByOther": owned_by_other,
+        "mayInstall": caller.admin || host.config.users_may_install,
         "mainService": main.as_ref().map(|id| id.as_str()),
         "mainServiceStatus": not_running.as_ref().map(|s| s.status.as_str()),
     }))
