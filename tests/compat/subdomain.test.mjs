@@ -440,6 +440,50 @@ describe('subdomain apps', () => {
       assert.equal(r.sha, expected.digest('hex'))
     })
 
+    test('a response is passed on as the app writes it, not once it ends', { timeout: 60000 }, async () => {
+      const headers = { host: appHost(host, 'app'), cookie: appCookie }
+      const res = await withTimeout(new Promise((resolve, reject) => {
+        http.get({ host: '127.0.0.1', port: host.port, path: '/drip', agent: false, headers }, resolve).on('error', reject)
+      }), 10000, 'the response head')
+      assert.equal(res.statusCode, 200)
+      const chunks = []
+      const ended = new Promise((resolve, reject) => { res.on('end', resolve); res.on('error', reject) })
+      // The app holds the rest back until /release: the first line must arrive without it.
+      const first = await withTimeout(new Promise((resolve) => res.once('data', (c) => { chunks.push(c); resolve(c.toString()) })), 10000,
+        'the first line while the app still holds the response open (a buffering proxy waits for the end)')
+      assert.equal(first, 'first\n')
+      res.on('data', (c) => chunks.push(c))
+      const release = await req(host, { method: 'POST', hostHeader: appHost(host, 'app'), path: '/release', cookie: appCookie, headers: { origin: `http://${appHost(host, 'app')}` } })
+      assert.equal(release.status, 200, release.text.slice(0, 200))
+      assert.ok(release.json.released >= 1)
+      await withTimeout(ended, 10000, 'the rest of the response')
+      assert.equal(Buffer.concat(chunks).toString(), 'first\nlast\n')
+    })
+
+    test('a request body is passed on as the client sends it, not once it ends', { timeout: 60000 }, async () => {
+      const request = http.request({
+        host: '127.0.0.1',
+        port: host.port,
+        method: 'POST',
+        path: '/early',
+        agent: false,
+        headers: { host: appHost(host, 'app'), cookie: appCookie, origin: `http://${appHost(host, 'app')}`, 'transfer-encoding': 'chunked' }
+      })
+      const res = new Promise((resolve, reject) => { request.on('response', resolve); request.on('error', reject) })
+      request.write('hello')
+      // The client sends nothing more until the app says it has the first piece.
+      const response = await withTimeout(res, 10000, 'the app\'s answer to the first piece (a buffering proxy waits for the whole body)')
+      assert.equal(response.statusCode, 200)
+      const chunks = []
+      const ended = new Promise((resolve, reject) => { response.on('end', resolve); response.on('error', reject) })
+      const first = await withTimeout(new Promise((resolve) => response.once('data', (c) => { chunks.push(c); resolve(c.toString()) })), 10000, 'got 5')
+      assert.equal(first, 'got 5\n')
+      response.on('data', (c) => chunks.push(c))
+      request.end(' world')
+      await withTimeout(ended, 10000, 'the end of the answer')
+      assert.equal(Buffer.concat(chunks).toString(), 'got 5\ntotal 11\n')
+    })
+
     test('unauthenticated: GET/HEAD redirect to bind-session, other methods get 401', async () => {
       const head = await req(host, { method: 'HEAD', hostHeader: appHost(host, 'app'), path: '/h' })
       assert.equal(head.status, 302)
