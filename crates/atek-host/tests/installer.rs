@@ -651,6 +651,17 @@ async fn current_reads_what_is_installed_without_fetching() {
     let current = installer.current("app", &source).await.unwrap();
     assert_eq!(current, Some(installed));
 
+    // An update cut short (here a build that fails) leaves a clone that is not installed: the
+    // next start must not run it unbuilt.
+    let failing = r#"{"scripts": {"build": "exit 3"}}"#;
+    repo.release("v1.3.0", &[("package.json", failing)]);
+    installer
+        .update("app", &source, Some("^1"), &Recorder::default())
+        .await
+        .unwrap_err();
+    let current = installer.current("app", &source).await.unwrap().unwrap();
+    assert_eq!(current.installed_version, None);
+
     // A clone of another remote is not this source's package.
     let other = repo_with(&["v9.0.0"]);
     assert_eq!(

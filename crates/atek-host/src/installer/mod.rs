@@ -230,7 +230,9 @@ impl Installer {
 
     /// The package as it stands, fetching and building nothing: a folder as [`Installer::install`]
     /// reads it; for git, the clone with the release (tag) checked out now, or `None` when
-    /// there is no clone of this source.
+    /// there is no clone of this source. A clone whose last install or update did not finish
+    /// (its build failed, or the host was killed meanwhile) has no `installed_version`: it
+    /// has to be installed again.
     pub async fn current(
         &self,
         id: &str,
@@ -245,7 +247,10 @@ impl Installer {
             return Ok(None);
         }
         let at_head = git::tags_at_head(&dir).await?;
-        let installed_version = version::pick(&at_head, None)?.map(|(tag, _)| tag);
+        let finished = finished_tag(&dir).await;
+        let installed_version = version::pick(&at_head, None)?
+            .map(|(tag, _)| tag)
+            .filter(|tag| finished.as_deref() == Some(tag.as_str()));
         Ok(Some(Package {
             manifest: read_manifest(&dir)?,
             dir,
@@ -296,12 +301,34 @@ fn select_tag(
     }
 }
 
+/// Kept in a clone's `.git` (out of the work tree): the tag whose install last finished,
+/// written only after its build succeeded, so a clone checked out but never built is not
+/// taken for installed.
+const FINISHED_FILE: &str = "atek-installed";
+
+/// The tag of the last finished install of the clone at `dir`.
+async fn finished_tag(dir: &Path) -> Option<String> {
+    let text = tokio::fs::read_to_string(dir.join(".git").join(FINISHED_FILE))
+        .await
+        .ok()?;
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
 async fn finish_git(
     dir: &Path,
     tag: String,
     observer: &dyn InstallObserver,
 ) -> Result<Package, InstallError> {
+    let finished = dir.join(".git").join(FINISHED_FILE);
+    if let Err(e) = tokio::fs::remove_file(&finished).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(InstallError::io(&finished)(e));
+    }
     npm::setup(dir, observer).await?;
+    tokio::fs::write(&finished, format!("{tag}\n"))
+        .await
+        .map_err(InstallError::io(&finished))?;
     Ok(Package {
         dir: dir.to_owned(),
         source_type: SourceType::Git,
