@@ -54,6 +54,17 @@ pub struct Config {
     /// counts as activity, so a long one is never cut off). Default `60s`.
     #[serde(with = "humantime_serde")]
     pub gateway_timeout: Duration,
+    /// How long each git command of an install or update may run (a clone, a fetch; a server
+    /// that never answers would otherwise hold up the host's start and the services-api
+    /// call): then it is killed, with everything it started, and the install fails.
+    /// Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub git_timeout: Duration,
+    /// How long `npm install`, and `npm run build`, may each run when a service is installed
+    /// or updated: then it is killed, with everything it started, and the install fails.
+    /// Default `10m`.
+    #[serde(with = "humantime_serde")]
+    pub npm_timeout: Duration,
     /// The largest request body the gateway accepts, in bytes. Default 4 MiB.
     pub max_body_bytes: usize,
     /// The largest answer the gateway accepts from a service, in bytes. Default 32 MiB.
@@ -214,6 +225,8 @@ impl Default for Config {
             ready_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(5),
             gateway_timeout: Duration::from_secs(60),
+            git_timeout: Duration::from_secs(5 * 60),
+            npm_timeout: Duration::from_secs(10 * 60),
             max_body_bytes: 4 << 20,
             max_response_bytes: 32 << 20,
             restart_delay: Duration::from_millis(500),
@@ -337,6 +350,8 @@ impl Config {
             ("readyTimeout", self.ready_timeout),
             ("stopTimeout", self.stop_timeout),
             ("gatewayTimeout", self.gateway_timeout),
+            ("gitTimeout", self.git_timeout),
+            ("npmTimeout", self.npm_timeout),
             ("crashLoopWindow", self.crash_loop_window),
             ("sessionTtl", self.session_ttl),
         ];
@@ -425,7 +440,8 @@ fn fix_for(field: &str, problem: &str, syntax: bool) -> String {
     match leaf {
         "port" => "use a number from 0 to 65535 (0 picks a free port)".into(),
         "bindAddress" => "use an IP address such as \"0.0.0.0\" or \"127.0.0.1\"".into(),
-        "readyTimeout" | "stopTimeout" | "gatewayTimeout" | "restartDelay" | "crashLoopWindow" => {
+        "readyTimeout" | "stopTimeout" | "gatewayTimeout" | "gitTimeout" | "npmTimeout"
+        | "restartDelay" | "crashLoopWindow" => {
             "use a duration string such as \"5s\", \"500ms\" or \"2m\"".into()
         }
         "coreServices" => {
@@ -498,8 +514,11 @@ mod tests {
 
     #[test]
     fn durations_are_human() {
-        let c = parse(r#"{"readyTimeout":"1s","restartDelay":"100ms"}"#).unwrap();
+        let c =
+            parse(r#"{"readyTimeout":"1s","restartDelay":"100ms","npmTimeout":"15m"}"#).unwrap();
         assert_eq!(c.ready_timeout, Duration::from_secs(1));
+        assert_eq!(c.npm_timeout, Duration::from_secs(15 * 60));
+        assert_eq!(c.git_timeout, Duration::from_secs(5 * 60));
         assert_eq!(c.restart_delay, Duration::from_millis(100));
     }
 

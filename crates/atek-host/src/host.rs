@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Auth;
 use crate::broker::{Broker, HostApi, Provider};
 use crate::config::{Config, ConfigError};
-use crate::installer::{Installer, Source};
+use crate::installer::{InstallLimits, Installer, Source};
 use crate::manage::BusyIds;
 use crate::paths::Paths;
 use crate::store::{Store, StoreError, StoredService};
@@ -292,7 +292,10 @@ impl Host {
             broker.clone(),
             auth.clone(),
         );
-        let installer = Installer::new(paths.packages());
+        let installer = Installer::new(paths.packages()).with_limits(InstallLimits {
+            git: config.git_timeout,
+            npm: config.npm_timeout,
+        });
         let state = Arc::new_cyclic(|me| HostState {
             config,
             paths,

@@ -5,10 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use atek_api::services::{Runtime, SourceType};
 use atek_host::installer::{
-    InstallError, InstallObserver, Installer, ManifestError, Source, coerce, pick, read_manifest,
+    InstallError, InstallLimits, InstallObserver, Installer, ManifestError, Source, coerce, pick,
+    read_manifest,
 };
 use tempfile::TempDir;
 
@@ -443,6 +445,124 @@ async fn npm_build_failure_removes_the_fresh_clone() {
     assert!(err.to_string().contains("npm run build"), "{err}");
     assert!(rec.lines.lock().unwrap().iter().any(|l| l.contains("boom")));
     assert!(!tmp.path().join("packages/broken").exists());
+}
+
+/// True while a process with this pid exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// Polls `check` every 10 ms until it holds or `limit` passes.
+async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    check()
+}
+
+#[tokio::test]
+async fn a_build_that_hangs_is_killed_at_the_limit_and_fails_the_install() {
+    let repo = Repo::new();
+    let pid_file = repo.tmp.path().join("build.pid");
+    // The build hangs in a grandchild of npm (npm → sh → sleep), which also holds npm's
+    // output open, as a dev server started by a build would.
+    let script = format!("sleep 300 & echo $! > {}; wait", pid_file.display());
+    let package_json = serde_json::json!({"scripts": {"build": script}}).to_string();
+    repo.release("v1.0.0", &[("package.json", &package_json)]);
+    let (tmp, installer) = new_installer();
+    let limits = InstallLimits {
+        npm: Duration::from_secs(3),
+        ..InstallLimits::default()
+    };
+    let installer = installer.with_limits(limits);
+
+    let started = Instant::now();
+    let err = installer
+        .install("hung", &repo.source(), None, &Recorder::default())
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    match &err {
+        InstallError::TimedOut {
+            program,
+            step,
+            limit,
+            ..
+        } => {
+            assert_eq!((*program, step.as_str()), ("npm", "run build"));
+            assert_eq!(*limit, Duration::from_secs(3));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.starts_with(
+            "`npm run build` did not finish within 3s, so it was stopped, with everything it started"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("\nfix: run `npm run build` in ") && message.contains("`npmTimeout`"),
+        "{message}"
+    );
+
+    let hung: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(hung)).await,
+        "the hung build process {hung} survived"
+    );
+    assert!(!tmp.path().join("packages/hung").exists());
+}
+
+#[tokio::test]
+async fn a_git_server_that_never_answers_fails_the_clone_at_the_limit() {
+    // Connections are accepted (by the kernel's backlog) and never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("git://{}/app.git", silent.local_addr().unwrap());
+    let (tmp, installer) = new_installer();
+    let installer = installer.with_limits(InstallLimits {
+        git: Duration::from_secs(1),
+        ..InstallLimits::default()
+    });
+
+    let started = Instant::now();
+    let err = installer
+        .install(
+            "silent",
+            &Source::Git(url.clone()),
+            None,
+            &Recorder::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(&err, InstallError::TimedOut { program: "git", step, .. } if step == &format!("clone {url}")),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("`git clone {url}` did not finish within 1s")),
+        "{message}"
+    );
+    assert!(
+        message.contains("its server answers") && message.contains("`gitTimeout`"),
+        "{message}"
+    );
+    assert!(!tmp.path().join("packages/silent").exists());
 }
 
 #[tokio::test]

@@ -123,3 +123,48 @@ pub(crate) fn alive(pid: u32) -> bool {
         .map(|s| !s.contains(") Z "))
         .unwrap_or(false)
 }
+
+/// A bare git repository `{dir}/app.git` with one release `tag` holding `files`, built in
+/// `{dir}/work` with a fixed identity and none of the machine's git configuration. Returns
+/// the bare repository's path, a source the host clones.
+pub(crate) fn git_release(dir: &Path, tag: &str, files: &[(&str, &str)]) -> PathBuf {
+    let git = |cwd: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=Atek Test",
+                "-c",
+                "user.email=test@example.invalid",
+            ])
+            .args([
+                "-c",
+                "init.defaultBranch=main",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(["-c", "tag.gpgsign=false"])
+            .args(args)
+            .current_dir(cwd)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    };
+    let work = dir.join("work");
+    let bare = dir.join("app.git");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "--quiet"]);
+    git(dir, &["init", "--quiet", "--bare", "app.git"]);
+    for (name, content) in files {
+        std::fs::write(work.join(name), content).unwrap();
+    }
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "--quiet", "-m", tag]);
+    git(&work, &["tag", tag]);
+    git(
+        &work,
+        &["push", "--quiet", bare.to_str().unwrap(), "main", "--tags"],
+    );
+    bare
+}

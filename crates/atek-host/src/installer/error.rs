@@ -1,6 +1,7 @@
 //! What can go wrong while installing, and what a person should do about it.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::manifest::ManifestError;
 
@@ -123,6 +124,26 @@ pub enum InstallError {
         /// Where npm ran.
         dir: PathBuf,
     },
+    /// A git or npm step did not finish within its limit (`gitTimeout`, `npmTimeout`); its
+    /// whole process group was killed.
+    #[error(
+        "`{program} {step}` did not finish within {}, so it was stopped, with everything it \
+         started{}\nfix: {fix}",
+        humantime::format_duration(*limit),
+        output_tail(tail)
+    )]
+    TimedOut {
+        /// `git` or `npm`.
+        program: &'static str,
+        /// What followed the program: `clone https://…`, `run build`.
+        step: String,
+        /// The limit it ran out of.
+        limit: Duration,
+        /// The last lines of its output.
+        tail: String,
+        /// What to do.
+        fix: String,
+    },
     /// The package's `package.json` could not be read.
     #[error("{}: {reason}\nfix: make package.json valid JSON (try `npm pkg get`)", path.display())]
     BadPackageJson {
@@ -174,6 +195,14 @@ fn list_or_none(items: &[String]) -> String {
         "none (no tag names a version, like v1.0.0)".to_owned()
     } else {
         items.join(", ")
+    }
+}
+
+fn output_tail(tail: &str) -> String {
+    if tail.is_empty() {
+        "; it printed nothing".to_owned()
+    } else {
+        format!("; last lines of its output:\n{tail}")
     }
 }
 

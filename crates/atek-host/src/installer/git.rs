@@ -4,13 +4,22 @@ use std::path::Path;
 
 use tokio::process::Command;
 
-use super::process::{self, Finished};
+use super::process::{self, Finished, Runner, Step};
 use super::{InstallError, InstallObserver};
 
 const REACH_HINT: &str = "check the URL, that this machine can reach it and that it may read \
      the repository (git is never allowed to ask for a password here; use an SSH key or a \
      credential helper)";
 const LOCAL_HINT: &str = "the clone may be damaged; remove the service and install it again";
+
+/// What to do when a command that talks to the remote runs out of time.
+const REACH_TIMEOUT_FIX: &str = "check that this machine can reach the repository and that \
+     its server answers (one that accepts the connection but never answers looks like this), \
+     then try again; if the repository is just very large or the link slow, raise `gitTimeout` \
+     in config.json";
+/// What to do when a local command runs out of time.
+const LOCAL_TIMEOUT_FIX: &str = "the clone's disk may be very slow or the clone locked by another \
+     git; remove the service and install it again, or raise `gitTimeout` in config.json";
 
 /// A `git` command with the settings every call needs.
 fn command(dir: Option<&Path>, args: &[&str]) -> Command {
@@ -38,15 +47,36 @@ fn command(dir: Option<&Path>, args: &[&str]) -> Command {
     cmd
 }
 
+/// A git command under `gitTimeout`; `fix` is what to do if it runs out of time.
+fn step(runner: &Runner, name: String, fix: &str) -> Step {
+    Step {
+        program: "git",
+        name,
+        limit: runner.limits.git,
+        fix: fix.to_owned(),
+    }
+}
+
+/// The fix for a command that runs out of time, by where it works: the remote or the clone.
+fn timeout_fix(hint: &str) -> &'static str {
+    if hint == REACH_HINT {
+        REACH_TIMEOUT_FIX
+    } else {
+        LOCAL_TIMEOUT_FIX
+    }
+}
+
 async fn run(
+    runner: &Runner,
     dir: Option<&Path>,
     args: &[&str],
-    step: String,
+    name: String,
     hint: &'static str,
     observer: Option<&dyn InstallObserver>,
     capture: bool,
 ) -> Result<Finished, InstallError> {
-    let done = process::run(command(dir, args), "git", observer, capture).await?;
+    let step = step(runner, name.clone(), timeout_fix(hint));
+    let done = process::run(command(dir, args), step, observer, capture).await?;
     if done.status.success() {
         Ok(done)
     } else {
@@ -61,7 +91,11 @@ async fn run(
         } else {
             stderr.join("\n")
         };
-        Err(InstallError::Git { step, stderr, hint })
+        Err(InstallError::Git {
+            step: name,
+            stderr,
+            hint,
+        })
     }
 }
 
@@ -73,6 +107,7 @@ pub(crate) fn is_clone(dir: &Path) -> bool {
 
 /// Clones `url` into `dest` without checking anything out; a tag is checked out next.
 pub(crate) async fn clone(
+    runner: &Runner,
     url: &str,
     dest: &Path,
     observer: &dyn InstallObserver,
@@ -80,6 +115,7 @@ pub(crate) async fn clone(
     let dest_str = dest.to_string_lossy();
     let args = ["clone", "--no-checkout", "--", url, &dest_str];
     run(
+        runner,
         None,
         &args,
         format!("clone {url}"),
@@ -92,9 +128,14 @@ pub(crate) async fn clone(
 }
 
 /// Brings tags up to date; `--force` because a release tag may have been moved.
-pub(crate) async fn fetch(dir: &Path, observer: &dyn InstallObserver) -> Result<(), InstallError> {
+pub(crate) async fn fetch(
+    runner: &Runner,
+    dir: &Path,
+    observer: &dyn InstallObserver,
+) -> Result<(), InstallError> {
     let args = ["fetch", "--tags", "--force"];
     run(
+        runner,
         Some(dir),
         &args,
         "fetch --tags --force".to_owned(),
@@ -107,17 +148,26 @@ pub(crate) async fn fetch(dir: &Path, observer: &dyn InstallObserver) -> Result<
 }
 
 /// Every tag name in the clone.
-pub(crate) async fn tags(dir: &Path) -> Result<Vec<String>, InstallError> {
-    tag_list(dir, &["tag", "--list"]).await
+pub(crate) async fn tags(runner: &Runner, dir: &Path) -> Result<Vec<String>, InstallError> {
+    tag_list(runner, dir, &["tag", "--list"]).await
 }
 
 /// The tags that name the checked-out commit.
-pub(crate) async fn tags_at_head(dir: &Path) -> Result<Vec<String>, InstallError> {
-    tag_list(dir, &["tag", "--points-at", "HEAD"]).await
+pub(crate) async fn tags_at_head(runner: &Runner, dir: &Path) -> Result<Vec<String>, InstallError> {
+    tag_list(runner, dir, &["tag", "--points-at", "HEAD"]).await
 }
 
-async fn tag_list(dir: &Path, args: &[&str]) -> Result<Vec<String>, InstallError> {
-    let done = run(Some(dir), args, args.join(" "), LOCAL_HINT, None, true).await?;
+async fn tag_list(runner: &Runner, dir: &Path, args: &[&str]) -> Result<Vec<String>, InstallError> {
+    let done = run(
+        runner,
+        Some(dir),
+        args,
+        args.join(" "),
+        LOCAL_HINT,
+        None,
+        true,
+    )
+    .await?;
     Ok(done
         .stdout
         .lines()
@@ -129,6 +179,7 @@ async fn tag_list(dir: &Path, args: &[&str]) -> Result<Vec<String>, InstallError
 
 /// Checks out `tag`, throwing away local changes: the clone belongs to the installer.
 pub(crate) async fn checkout(
+    runner: &Runner,
     dir: &Path,
     tag: &str,
     observer: &dyn InstallObserver,
@@ -138,6 +189,7 @@ pub(crate) async fn checkout(
     let refname = format!("refs/tags/{tag}");
     let args = ["checkout", "--force", "--quiet", &refname];
     run(
+        runner,
         Some(dir),
         &args,
         format!("checkout {tag}"),
@@ -150,9 +202,13 @@ pub(crate) async fn checkout(
 }
 
 /// The URL the clone was made from, if it has an `origin`.
-pub(crate) async fn origin_url(dir: &Path) -> Result<Option<String>, InstallError> {
+pub(crate) async fn origin_url(
+    runner: &Runner,
+    dir: &Path,
+) -> Result<Option<String>, InstallError> {
     let args = ["config", "--get", "remote.origin.url"];
-    let done = process::run(command(Some(dir), &args), "git", None, true).await?;
+    let step = step(runner, args.join(" "), LOCAL_TIMEOUT_FIX);
+    let done = process::run(command(Some(dir), &args), step, None, true).await?;
     // `git config --get` exits 1 when the key is unset; that is an answer, not a failure.
     Ok(done
         .status
@@ -162,10 +218,10 @@ pub(crate) async fn origin_url(dir: &Path) -> Result<Option<String>, InstallErro
 }
 
 /// The tag names of the repository at `url`, without a clone.
-pub(crate) async fn remote_tags(url: &str) -> Result<Vec<String>, InstallError> {
+pub(crate) async fn remote_tags(runner: &Runner, url: &str) -> Result<Vec<String>, InstallError> {
     let args = ["ls-remote", "--tags", "--refs", "--", url];
-    let step = format!("ls-remote --tags {url}");
-    let done = run(None, &args, step, REACH_HINT, None, true).await?;
+    let name = format!("ls-remote --tags {url}");
+    let done = run(runner, None, &args, name, REACH_HINT, None, true).await?;
     Ok(done
         .stdout
         .lines()

@@ -4,6 +4,11 @@
 //! `packages/{id}`, the release (git tag) best matching the desired npm version range is
 //! checked out, and npm installs its dependencies and runs its build script.
 //!
+//! Every git and npm command runs in a process group of its own under a time limit ([`InstallLimits`], config.json's `gitTimeout` and `npmTimeout`): a
+//! step that runs out of time has its whole group killed and fails the install with an
+//! error naming the step, the limit and what to do, so a git server that never answers or a
+//! build that hangs cannot hold up the host's start or a services-api call forever.
+//!
 //! Callers must not run two operations on the same id at once; the host serialises them.
 
 mod error;
@@ -15,6 +20,7 @@ mod source;
 mod version;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use atek_api::services::{Manifest, SourceType, UpdateCheck};
 
@@ -59,16 +65,46 @@ pub struct Package {
     pub manifest: Option<Manifest>,
 }
 
+/// How long each command of an install may run before it is killed, with everything it
+/// started, and the install fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstallLimits {
+    /// Each git command: clone, fetch, ls-remote, and the local ones. Default 5 minutes.
+    pub git: Duration,
+    /// `npm install`, and `npm run build`, each. Default 10 minutes.
+    pub npm: Duration,
+}
+
+impl Default for InstallLimits {
+    fn default() -> Self {
+        Self {
+            git: Duration::from_secs(5 * 60),
+            npm: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
 /// Installs, updates and removes packages under one `packages/` folder.
 #[derive(Debug, Clone)]
 pub struct Installer {
     packages_dir: PathBuf,
+    runner: process::Runner,
 }
 
 impl Installer {
-    /// An installer keeping git clones in `packages_dir` (created when first needed).
+    /// An installer keeping git clones in `packages_dir` (created when first needed), with
+    /// the default [`InstallLimits`].
     pub fn new(packages_dir: PathBuf) -> Self {
-        Self { packages_dir }
+        Self {
+            packages_dir,
+            runner: process::Runner::default(),
+        }
+    }
+
+    /// The same installer with other time limits.
+    pub fn with_limits(mut self, limits: InstallLimits) -> Self {
+        self.runner.limits = limits;
+        self
     }
 
     /// `packages/{id}`, after checking `id` cannot point anywhere else.
@@ -115,10 +151,10 @@ impl Installer {
         let dir = self.package_dir(id)?;
         version::pick(&[], desired)?;
         let tags = if self.is_clone_of(&dir, url).await? {
-            git::fetch(&dir, &TracingObserver).await?;
-            git::tags(&dir).await?
+            git::fetch(&self.runner, &dir, &TracingObserver).await?;
+            git::tags(&self.runner, &dir).await?
         } else {
-            git::remote_tags(url).await?
+            git::remote_tags(&self.runner, url).await?
         };
         let latest = select_tag(id, url, &tags, desired)?;
         Ok(UpdateCheck {
@@ -182,11 +218,11 @@ impl Installer {
         version::pick(&[], desired)?;
         if self.is_clone_of(&dir, url).await? {
             observer.stage(&format!("fetching {url}"));
-            git::fetch(&dir, observer).await?;
-            let tag = select_tag(id, url, &git::tags(&dir).await?, desired)?;
+            git::fetch(&self.runner, &dir, observer).await?;
+            let tag = select_tag(id, url, &git::tags(&self.runner, &dir).await?, desired)?;
             observer.stage(&format!("checking out {tag}"));
-            match git::checkout(&dir, &tag, observer).await {
-                Ok(()) => return finish_git(&dir, tag, observer).await,
+            match git::checkout(&self.runner, &dir, &tag, observer).await {
+                Ok(()) => return finish_git(&self.runner, &dir, tag, observer).await,
                 Err(e) => {
                     let dir = dir.display();
                     tracing::warn!(%dir, error = %e, "checkout failed; cloning again");
@@ -212,11 +248,11 @@ impl Installer {
         let mut guard = RemoveOnDrop(Some(dir.to_owned()));
         let result = async {
             observer.stage(&format!("cloning {url}"));
-            git::clone(url, dir, observer).await?;
-            let tag = select_tag(id, url, &git::tags(dir).await?, desired)?;
+            git::clone(&self.runner, url, dir, observer).await?;
+            let tag = select_tag(id, url, &git::tags(&self.runner, dir).await?, desired)?;
             observer.stage(&format!("checking out {tag}"));
-            git::checkout(dir, &tag, observer).await?;
-            finish_git(dir, tag, observer).await
+            git::checkout(&self.runner, dir, &tag, observer).await?;
+            finish_git(&self.runner, dir, tag, observer).await
         }
         .await;
         guard.0 = None;
@@ -231,8 +267,8 @@ impl Installer {
     /// The package as it stands, fetching and building nothing: a folder as [`Installer::install`]
     /// reads it; for git, the clone with the release (tag) checked out now, or `None` when
     /// there is no clone of this source. A clone whose last install or update did not finish
-    /// (its build failed, or the host was killed meanwhile) has no `installed_version`: it
-    /// has to be installed again.
+    /// (its build failed or ran out of time, or the host was killed meanwhile) has no
+    /// `installed_version`: it has to be installed again.
     pub async fn current(
         &self,
         id: &str,
@@ -246,7 +282,7 @@ impl Installer {
         if !self.is_clone_of(&dir, url).await? {
             return Ok(None);
         }
-        let at_head = git::tags_at_head(&dir).await?;
+        let at_head = git::tags_at_head(&self.runner, &dir).await?;
         let finished = finished_tag(&dir).await;
         let installed_version = version::pick(&at_head, None)?
             .map(|(tag, _)| tag)
@@ -260,7 +296,7 @@ impl Installer {
     }
 
     async fn is_clone_of(&self, dir: &Path, url: &str) -> Result<bool, InstallError> {
-        Ok(git::is_clone(dir) && git::origin_url(dir).await?.as_deref() == Some(url))
+        Ok(git::is_clone(dir) && git::origin_url(&self.runner, dir).await?.as_deref() == Some(url))
     }
 }
 
@@ -315,6 +351,7 @@ async fn finished_tag(dir: &Path) -> Option<String> {
 }
 
 async fn finish_git(
+    runner: &process::Runner,
     dir: &Path,
     tag: String,
     observer: &dyn InstallObserver,
@@ -325,7 +362,7 @@ async fn finish_git(
     {
         return Err(InstallError::io(&finished)(e));
     }
-    npm::setup(dir, observer).await?;
+    npm::setup(runner, dir, observer).await?;
     tokio::fs::write(&finished, format!("{tag}\n"))
         .await
         .map_err(InstallError::io(&finished))?;

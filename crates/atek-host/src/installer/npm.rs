@@ -5,7 +5,7 @@ use std::path::Path;
 use serde_json::Value;
 use tokio::process::Command;
 
-use super::process;
+use super::process::{self, Runner, Step};
 use super::{InstallError, InstallObserver};
 
 /// What `package.json` asks of the installer.
@@ -17,7 +17,11 @@ struct Needs {
 
 /// Runs `npm install` when the package has dependencies and `npm run build` when it has a
 /// build script. A package without `package.json` needs neither.
-pub(crate) async fn setup(dir: &Path, observer: &dyn InstallObserver) -> Result<(), InstallError> {
+pub(crate) async fn setup(
+    runner: &Runner,
+    dir: &Path,
+    observer: &dyn InstallObserver,
+) -> Result<(), InstallError> {
     let path = dir.join("package.json");
     let text = match tokio::fs::read_to_string(&path).await {
         Ok(text) => text,
@@ -31,6 +35,7 @@ pub(crate) async fn setup(dir: &Path, observer: &dyn InstallObserver) -> Result<
     if needs.install {
         observer.stage("npm install");
         npm(
+            runner,
             dir,
             &["install", "--no-audit", "--no-fund"],
             "install",
@@ -40,7 +45,7 @@ pub(crate) async fn setup(dir: &Path, observer: &dyn InstallObserver) -> Result<
     }
     if needs.build {
         observer.stage("npm run build");
-        npm(dir, &["run", "build"], "run build", observer).await?;
+        npm(runner, dir, &["run", "build"], "run build", observer).await?;
     }
     Ok(())
 }
@@ -66,6 +71,7 @@ fn needs(package_json: &str) -> Result<Needs, String> {
 }
 
 async fn npm(
+    runner: &Runner,
     dir: &Path,
     args: &[&str],
     step: &str,
@@ -77,12 +83,24 @@ async fn npm(
         // The update notifier would talk to the registry and print noise after every run.
         .env("npm_config_update_notifier", "false")
         .env("npm_config_progress", "false");
-    let done = process::run(cmd, "npm", Some(observer), false).await?;
+    let step = Step {
+        program: "npm",
+        name: step.to_owned(),
+        limit: runner.limits.npm,
+        fix: format!(
+            "run `npm {step}` in {} to see where it stops (a script waiting for input, or a \
+             server the build starts and never stops?); if it only needs longer, raise \
+             `npmTimeout` in config.json",
+            dir.display()
+        ),
+    };
+    let name = step.name.clone();
+    let done = process::run(cmd, step, Some(observer), false).await?;
     if done.status.success() {
         return Ok(());
     }
     Err(InstallError::Npm {
-        step: step.to_owned(),
+        step: name,
         code: done.status.code(),
         tail: done.tail,
         dir: dir.to_owned(),

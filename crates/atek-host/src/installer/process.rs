@@ -1,14 +1,16 @@
-//! Running git and npm with their output streamed line by line.
+//! Running git and npm with their output streamed line by line, each in a process group of
+//! its own that is killed when the step ends, is cancelled or runs out of time.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
-use super::{InstallError, InstallObserver};
+use super::{InstallError, InstallLimits, InstallObserver};
 
 /// How many lines of output an error keeps: enough to see the cause, short enough to read.
 pub(crate) const TAIL_LINES: usize = 20;
@@ -16,6 +18,9 @@ pub(crate) const TAIL_LINES: usize = 20;
 /// Longest line passed on; a program printing megabytes without a newline should not make
 /// every observer hold it.
 const MAX_LINE_CHARS: usize = 4096;
+
+/// How long a step that ran out of time may take to die after SIGKILL.
+const REAP_WAIT: Duration = Duration::from_secs(5);
 
 /// What a finished command left behind.
 #[derive(Debug)]
@@ -37,29 +42,54 @@ struct Collected {
     tail: VecDeque<String>,
 }
 
+/// How the installer runs programs: their time limits.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Runner {
+    /// The time limits.
+    pub(crate) limits: InstallLimits,
+}
+
+/// One run of git or npm, as its limit and its errors name it.
+#[derive(Debug)]
+pub(crate) struct Step {
+    /// `git` or `npm`.
+    pub(crate) program: &'static str,
+    /// What follows the program, as a person would type it: `clone https://…`, `run build`.
+    pub(crate) name: String,
+    /// How long it may take.
+    pub(crate) limit: Duration,
+    /// What to do when it does not finish in time.
+    pub(crate) fix: String,
+}
+
 /// Kills a process group when dropped.
-struct GroupGuard(Option<u32>);
+struct GroupGuard {
+    pgid: Option<rustix::process::Pid>,
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        let pgid = self
-            .0
-            .and_then(|id| i32::try_from(id).ok())
-            .and_then(rustix::process::Pid::from_raw);
-        if let Some(pgid) = pgid {
-            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-        }
+        kill_group(self.pgid);
     }
 }
 
-/// Runs `cmd` to the end. Each output line goes to `observer`; stdout is kept whole only when
-/// `capture_stdout` is set (for commands whose output is data, like `git tag --list`).
+fn kill_group(pgid: Option<rustix::process::Pid>) {
+    if let Some(pgid) = pgid {
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Runs `cmd` to the end, or until `step.limit` passes: then its whole process group is
+/// killed and the error names the step and the limit. Each output line goes to `observer`;
+/// stdout is kept whole only when `capture_stdout` is set (for commands whose output is
+/// data, like `git tag --list`).
 pub(crate) async fn run(
     mut cmd: Command,
-    program: &'static str,
+    step: Step,
     observer: Option<&dyn InstallObserver>,
     capture_stdout: bool,
 ) -> Result<Finished, InstallError> {
+    let program = step.program;
     // Nothing we run may wait for a person at a terminal, and nothing may outlive a
     // cancelled install.
     cmd.stdin(Stdio::null())
@@ -69,9 +99,13 @@ pub(crate) async fn run(
         .kill_on_drop(true);
     let spawn_err = |source| InstallError::Spawn { program, source };
     let mut child = cmd.spawn().map_err(spawn_err)?;
-    // `npm run build` starts its own children; when the install ends, or is cancelled (the
-    // host shutting down), the whole group goes, not just npm.
-    let _group = GroupGuard(child.id());
+    // `npm run build` starts its own children; when the install ends, runs out of time or
+    // is cancelled (the host shutting down), the whole group goes, not just npm.
+    let pgid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw);
+    let _group = GroupGuard { pgid };
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         // Cannot happen: both were set to piped above.
         return Err(spawn_err(std::io::Error::other("output pipes missing")));
@@ -95,12 +129,30 @@ pub(crate) async fn run(
         }
         push_tail(&mut c.tail, &line);
     };
-    let (out, err) = tokio::join!(
-        pump(stdout, |l| on_line(l, false)),
-        pump(stderr, |l| on_line(l, true))
-    );
-    out.and(err).map_err(spawn_err)?;
-    let status = child.wait().await.map_err(spawn_err)?;
+    let to_the_end = async {
+        let (out, err) = tokio::join!(
+            pump(stdout, |l| on_line(l, false)),
+            pump(stderr, |l| on_line(l, true))
+        );
+        out.and(err)?;
+        child.wait().await
+    };
+    let status = match tokio::time::timeout(step.limit, to_the_end).await {
+        Ok(status) => status.map_err(spawn_err)?,
+        Err(_) => {
+            kill_group(pgid);
+            // The program itself is collected, so it is gone when the error is seen.
+            let _ = tokio::time::timeout(REAP_WAIT, child.wait()).await;
+            let c = collected.into_inner().unwrap_or_else(|p| p.into_inner());
+            return Err(InstallError::TimedOut {
+                program,
+                step: step.name,
+                limit: step.limit,
+                tail: join_lines(c.tail),
+                fix: step.fix,
+            });
+        }
+    };
 
     let c = collected.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok(Finished {
@@ -174,6 +226,71 @@ mod tests {
         }
     }
 
+    fn step(program: &'static str, limit: Duration) -> Step {
+        Step {
+            program,
+            name: "test".into(),
+            limit,
+            fix: "wait less".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_step_out_of_time_is_killed_with_its_group() {
+        let mut cmd = Command::new("sh");
+        // The grandchild holds the output pipes open, as a server started by a build would.
+        cmd.args(["-c", "sleep 300 & echo $!; echo waiting >&2; wait"]);
+        let lines = Lines::default();
+        let limit = Duration::from_millis(500);
+        let started = std::time::Instant::now();
+        let err = run(cmd, step("npm", limit), Some(&lines), false)
+            .await
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        match &err {
+            InstallError::TimedOut {
+                step,
+                limit: l,
+                tail,
+                ..
+            } => {
+                assert_eq!((step.as_str(), *l), ("test", limit));
+                assert!(tail.contains("waiting"), "{tail}");
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.starts_with(
+                "`npm test` did not finish within 500ms, so it was stopped, with everything it \
+                 started; last lines of its output:\n"
+            ) && message.ends_with("\nfix: wait less"),
+            "{message}"
+        );
+        // Its pid came on stdout; stderr's line may have been read first.
+        let grandchild: u32 = lines
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.parse().ok())
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the grandchild survived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
     async fn streams_cleans_and_keeps_tails() {
         let mut cmd = Command::new("sh");
@@ -181,7 +298,9 @@ mod tests {
             while [ $i -lt 30 ]; do echo err$i >&2; i=$((i+1)); done; exit 4";
         cmd.args(["-c", script]);
         let lines = Lines::default();
-        let done = run(cmd, "sh", Some(&lines), true).await.unwrap();
+        let done = run(cmd, step("sh", Duration::from_secs(60)), Some(&lines), true)
+            .await
+            .unwrap();
         assert_eq!(done.status.code(), Some(4));
         assert_eq!(done.stdout, "a\tb\n\u{1b}[31mred\u{1b}[0m\nstep 2\n");
         let seen = lines.0.into_inner().unwrap();
@@ -195,7 +314,9 @@ mod tests {
     #[tokio::test]
     async fn missing_program_is_a_spawn_error() {
         let cmd = Command::new("atek-no-such-program-here");
-        let err = run(cmd, "git", None, false).await.unwrap_err();
+        let err = run(cmd, step("git", Duration::from_secs(60)), None, false)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, InstallError::Spawn { program: "git", .. }),
             "{err:?}"
