@@ -1,15 +1,66 @@
-//! What a hung install could leave behind, against real hosts: a build that hangs is killed
-//! at `npmTimeout`, so a core service that hangs no longer keeps the host from answering,
-//! and an install through services-api fails with the reason.
+//! What a killed host or a hung install could leave behind, against real hosts:
+//! - a host killed with SIGKILL takes its services with it (their parent-death signal), but
+//!   not what they started, which init adopts: the next host on the same config dir kills
+//!   those before it starts anything, and nothing else;
+//! - the git and npm an install runs die with a killed host too, and the build's own
+//!   children are swept by the next start;
+//! - a build that hangs is killed at `npmTimeout`: a core service that hangs no longer keeps
+//!   the host from answering, and an install through services-api fails with the reason.
 
 #![allow(clippy::unwrap_used)] // a panic is the right failure in a test
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{TestHost, alive, atek, git_release, run, text, wait_until, write_config};
+
+/// An exec service: `sh start.sh` starts `sleep 300` in the background (a grandchild of the
+/// host), writes its pid and the service's key to `$GRANDCHILD_FILE`, then becomes a Python
+/// server that answers the readiness probe.
+fn service_with_a_grandchild(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("atek.json"),
+        r#"{"runtime":"exec","exec":["sh","start.sh"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("start.sh"),
+        r#"sleep 300 &
+echo "$! $ATEK_ASSIGNED_SERVICE_KEY" > "$GRANDCHILD_FILE.tmp"
+mv "$GRANDCHILD_FILE.tmp" "$GRANDCHILD_FILE"
+exec python3 serve.py
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("serve.py"),
+        r#"import os, http.server, socketserver
+class H(http.server.BaseHTTPRequestHandler):
+    def do_HEAD(self):
+        self.send_response(200); self.end_headers()
+    def log_message(self, *a):
+        pass
+socketserver.UnixStreamServer(os.environ["ATEK_ASSIGNED_SOCKET_FILE"], H).serve_forever()
+"#,
+    )
+    .unwrap();
+}
+
+/// The pid and the service key `start.sh` wrote, once it has.
+fn grandchild(file: &Path) -> (u32, String) {
+    assert!(
+        wait_until(Duration::from_secs(10), || file.exists()),
+        "the service wrote no pid"
+    );
+    let line = std::fs::read_to_string(file).unwrap();
+    let (pid, key) = line.trim().split_once(' ').unwrap();
+    (pid.parse().unwrap(), key.to_owned())
+}
 
 /// A git repository whose one release has an `npm run build` that hangs: it appends
 /// `{npm's pid} {pid of a background sleep}` to `runs`, then waits for the sleep.
@@ -53,6 +104,146 @@ impl Drop for Reap {
             }
         }
     }
+}
+
+/// SIGKILLs the host running on `dir` (its pid from run.json) and waits until it is gone.
+fn kill_host(dir: &Path) {
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    let pid = u32::try_from(info["pid"].as_u64().unwrap()).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(pid)),
+        "the host did not die"
+    );
+}
+
+#[test]
+fn what_services_started_does_not_outlive_a_sigkilled_host_past_its_next_start() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cfg");
+    write_config(&dir, r#","stopTimeout":"2s""#);
+    service_with_a_grandchild(&root.path().join("svc"));
+    let first = TestHost::start(&dir);
+
+    let file = root.path().join("grandchild");
+    let out = run(atek(&dir)
+        .args(["install", "--json", "--id", "spawner", "svc"])
+        .args(["-e", &format!("GRANDCHILD_FILE={}", file.display())])
+        .current_dir(root.path()));
+    let info: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("install: {}", text(&out)));
+    assert_eq!(info["status"], "active", "{info}");
+    let (orphan, key) = grandchild(&file);
+    assert!(alive(orphan));
+
+    // An unrelated process in a group of its own, even with the service's key in its
+    // environment: the next host must leave it alone.
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("300")
+        .env("ATEK_ASSIGNED_SERVICE_KEY", &key)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let fixed = [orphan, bystander.id()];
+    let latest = file.clone();
+    let _reap = Reap(Box::new(move || {
+        let mut pids = fixed.to_vec();
+        pids.extend(
+            std::fs::read_to_string(&latest)
+                .ok()
+                .and_then(|l| l.split(' ').next()?.parse::<u32>().ok()),
+        );
+        pids
+    }));
+
+    // SIGKILL: the host can do nothing more. Its service dies with it; the grandchild does not.
+    kill_host(&dir);
+    drop(first);
+    assert!(
+        alive(orphan),
+        "the grandchild should have outlived the killed host, or this test tests nothing"
+    );
+
+    // The next host on the same config dir: by the time it answers, the orphan is gone.
+    std::fs::remove_file(&file).unwrap();
+    let mut second = TestHost::start(&dir);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(orphan)),
+        "the grandchild {orphan} left by the killed host survived the next start"
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "an unrelated process was killed"
+    );
+
+    // The service runs again (with a new grandchild, which a clean stop takes along).
+    let (again, _) = grandchild(&file);
+    assert_ne!(again, orphan);
+    assert!(
+        second.terminate(Duration::from_secs(10)),
+        "the host did not stop"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(again)),
+        "the new grandchild survived a clean stop"
+    );
+    assert!(
+        !dir.join("groups.json").exists(),
+        "a clean stop leaves no process groups listed"
+    );
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+}
+
+#[test]
+fn an_install_under_way_dies_with_a_sigkilled_host_and_its_build_at_the_next_start() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cfg");
+    write_config(&dir, "");
+    let runs = root.path().join("runs");
+    let repo = hanging_build(root.path(), &runs);
+    let reaped = runs.clone();
+    let _reap = Reap(Box::new(move || {
+        builds(&reaped).into_iter().map(|(_, s)| s).collect()
+    }));
+    let first = TestHost::start(&dir);
+
+    // The install waits on the build, which hangs; meanwhile the host is killed.
+    let mut install = atek(&dir)
+        .args(["install", "--id", "hang"])
+        .arg(&repo)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || !builds(&runs).is_empty()),
+        "the build never started"
+    );
+    let (npm, build) = builds(&runs)[0];
+    kill_host(&dir);
+    drop(first);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(npm)),
+        "npm {npm} outlived the killed host"
+    );
+    assert!(
+        alive(build),
+        "the build's child should have outlived npm, or this test tests nothing"
+    );
+    install.wait().unwrap();
+
+    let _second = TestHost::start(&dir);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(build)),
+        "the build {build} left by the killed host survived the next start"
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The composition root: builds every part from the config and runs the host.
 //!
 //! Start-up (reference §1.4, changed where noted):
+//! 0. lock the config dir, then kill what a killed previous run left in its process groups
+//!    ([`crate::groups`]);
 //! 1. load config.json, generate a system token if there is none and write it back;
 //! 2. create the folders; open the services store;
 //! 3. listen (so the gateway is up before anything is loaded) and write `run.json`;
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Auth;
 use crate::broker::{Broker, HostApi, Provider};
 use crate::config::{Config, ConfigError};
+use crate::groups::Groups;
 use crate::installer::{InstallLimits, Installer, Source};
 use crate::manage::BusyIds;
 use crate::paths::Paths;
@@ -211,6 +214,8 @@ impl Host {
             source,
         })?;
         let lock = lock_config_dir(&paths)?;
+        // Holding the lock, before anything starts: what a killed host left running goes.
+        sweep_leftovers(&paths).await;
         let config_file = paths.config_file();
         let mut config = Config::load(&config_file)?;
         if config.ensure_system_token() {
@@ -275,6 +280,7 @@ impl Host {
         };
         let broker = Arc::new(Broker::new());
         let auth = Arc::new(Auth::new(&config.system_auth_tokens));
+        let groups = Groups::new(paths.groups_file());
         let supervisor = Supervisor::new(
             SupervisorConfig {
                 ready_timeout: config.ready_timeout,
@@ -291,11 +297,14 @@ impl Host {
             paths.clone(),
             broker.clone(),
             auth.clone(),
+            groups.clone(),
         );
-        let installer = Installer::new(paths.packages()).with_limits(InstallLimits {
-            git: config.git_timeout,
-            npm: config.npm_timeout,
-        });
+        let installer = Installer::new(paths.packages())
+            .with_limits(InstallLimits {
+                git: config.git_timeout,
+                npm: config.npm_timeout,
+            })
+            .with_groups(groups);
         let state = Arc::new_cyclic(|me| HostState {
             config,
             paths,
@@ -413,6 +422,22 @@ async fn start_p2p(
         }
     });
     Ok(Some(node))
+}
+
+/// Kills what the previous run of the host left running, if it was killed (see
+/// [`crate::groups`]).
+async fn sweep_leftovers(paths: &Paths) {
+    let file = paths.groups_file();
+    match tokio::task::spawn_blocking(move || crate::groups::sweep(&file)).await {
+        Ok(killed) if !killed.is_empty() => {
+            tracing::warn!(
+                count = killed.len(),
+                "the previous run of the host was killed; stopped what its services and installs had left running"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "the sweep of the previous run's processes failed"),
+    }
 }
 
 /// Takes `{config dir}/lock` exclusively (released by the OS when the host exits, however

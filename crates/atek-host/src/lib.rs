@@ -8,6 +8,8 @@
 //! - `web`: the host's domain and the apps' subdomains in the browser: login, bind-session,
 //!   the app proxy, the main service.
 //! - [`store`]: the installed services' records.
+//! - [`groups`]: the process groups the host starts, recorded so that the next start can
+//!   kill what a killed host left behind.
 //! - [`users`]: users, login sessions and the login rate limiter.
 //!
 //! ```no_run
@@ -26,6 +28,7 @@ pub mod broker;
 pub mod config;
 mod fsutil;
 pub mod gateway;
+pub mod groups;
 pub mod host;
 pub mod installer;
 pub mod manage;

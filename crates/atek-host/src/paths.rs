@@ -31,6 +31,13 @@ impl Paths {
         self.root.join("run.json")
     }
 
+    /// `groups.json`: the process groups of running services and install steps, while the
+    /// host runs; the next start kills what a killed host left in them
+    /// ([`crate::groups`]).
+    pub fn groups_file(&self) -> PathBuf {
+        self.root.join("groups.json")
+    }
+
     /// `packages/`: git clones of installed services.
     pub fn packages(&self) -> PathBuf {
         self.root.join("packages")

@@ -76,7 +76,7 @@ async fn run(
     capture: bool,
 ) -> Result<Finished, InstallError> {
     let step = step(runner, name.clone(), timeout_fix(hint));
-    let done = process::run(command(dir, args), step, observer, capture).await?;
+    let done = process::run(runner, command(dir, args), step, observer, capture).await?;
     if done.status.success() {
         Ok(done)
     } else {
@@ -208,7 +208,7 @@ pub(crate) async fn origin_url(
 ) -> Result<Option<String>, InstallError> {
     let args = ["config", "--get", "remote.origin.url"];
     let step = step(runner, args.join(" "), LOCAL_TIMEOUT_FIX);
-    let done = process::run(command(Some(dir), &args), step, None, true).await?;
+    let done = process::run(runner, command(Some(dir), &args), step, None, true).await?;
     // `git config --get` exits 1 when the key is unset; that is an answer, not a failure.
     Ok(done
         .status

@@ -4,7 +4,8 @@
 //! `packages/{id}`, the release (git tag) best matching the desired npm version range is
 //! checked out, and npm installs its dependencies and runs its build script.
 //!
-//! Every git and npm command runs in a process group of its own under a time limit ([`InstallLimits`], config.json's `gitTimeout` and `npmTimeout`): a
+//! Every git and npm command runs in a process group of its own, with a parent-death signal,
+//! under a time limit ([`InstallLimits`], config.json's `gitTimeout` and `npmTimeout`): a
 //! step that runs out of time has its whole group killed and fails the install with an
 //! error naming the step, the limit and what to do, so a git server that never answers or a
 //! build that hangs cannot hold up the host's start or a services-api call forever.
@@ -104,6 +105,13 @@ impl Installer {
     /// The same installer with other time limits.
     pub fn with_limits(mut self, limits: InstallLimits) -> Self {
         self.runner.limits = limits;
+        self
+    }
+
+    /// The same installer, listing the process group of each command in `groups` while it
+    /// runs (for the sweep after a killed host).
+    pub fn with_groups(mut self, groups: crate::groups::Groups) -> Self {
+        self.runner.groups = groups;
         self
     }
 

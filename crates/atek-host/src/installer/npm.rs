@@ -95,7 +95,7 @@ async fn npm(
         ),
     };
     let name = step.name.clone();
-    let done = process::run(cmd, step, Some(observer), false).await?;
+    let done = process::run(runner, cmd, step, Some(observer), false).await?;
     if done.status.success() {
         return Ok(());
     }

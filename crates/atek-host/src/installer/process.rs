@@ -1,5 +1,6 @@
 //! Running git and npm with their output streamed line by line, each in a process group of
-//! its own that is killed when the step ends, is cancelled or runs out of time.
+//! its own that is killed when the step ends, is cancelled or runs out of time, with a
+//! parent-death signal, and listed for the sweep after a killed host ([`crate::groups`]).
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -11,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
 use super::{InstallError, InstallLimits, InstallObserver};
+use crate::groups::{Groups, INSTALL_MARKER, Tracked, die_with_parent};
 
 /// How many lines of output an error keeps: enough to see the cause, short enough to read.
 pub(crate) const TAIL_LINES: usize = 20;
@@ -42,11 +44,14 @@ struct Collected {
     tail: VecDeque<String>,
 }
 
-/// How the installer runs programs: their time limits.
+/// How the installer runs programs: their time limits, and the list their process groups
+/// go on while they run.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Runner {
     /// The time limits.
     pub(crate) limits: InstallLimits,
+    /// Where each step's group is listed, for the sweep after a killed host.
+    pub(crate) groups: Groups,
 }
 
 /// One run of git or npm, as its limit and its errors name it.
@@ -62,9 +67,10 @@ pub(crate) struct Step {
     pub(crate) fix: String,
 }
 
-/// Kills a process group when dropped.
+/// Kills a process group when dropped, then takes it off the list.
 struct GroupGuard {
     pgid: Option<rustix::process::Pid>,
+    _listed: Tracked,
 }
 
 impl Drop for GroupGuard {
@@ -79,33 +85,56 @@ fn kill_group(pgid: Option<rustix::process::Pid>) {
     }
 }
 
+/// A fresh value for [`INSTALL_MARKER`]: the processes of one step, and only those, carry it.
+fn marker_value() -> String {
+    let mut bytes = [0u8; 16];
+    // Without randomness the value is only less unique; the group id still has to match.
+    let _ = getrandom::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
 /// Runs `cmd` to the end, or until `step.limit` passes: then its whole process group is
 /// killed and the error names the step and the limit. Each output line goes to `observer`;
 /// stdout is kept whole only when `capture_stdout` is set (for commands whose output is
 /// data, like `git tag --list`).
 pub(crate) async fn run(
+    runner: &Runner,
     mut cmd: Command,
     step: Step,
     observer: Option<&dyn InstallObserver>,
     capture_stdout: bool,
 ) -> Result<Finished, InstallError> {
     let program = step.program;
+    let marker = marker_value();
     // Nothing we run may wait for a person at a terminal, and nothing may outlive a
-    // cancelled install.
+    // cancelled install, nor the host.
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .env(INSTALL_MARKER, &marker)
         .process_group(0)
         .kill_on_drop(true);
+    die_with_parent(&mut cmd);
     let spawn_err = |source| InstallError::Spawn { program, source };
     let mut child = cmd.spawn().map_err(spawn_err)?;
     // `npm run build` starts its own children; when the install ends, runs out of time or
-    // is cancelled (the host shutting down), the whole group goes, not just npm.
+    // is cancelled (the host shutting down), the whole group goes, not just npm. Should the
+    // host be killed, the group is listed for the next start to sweep.
     let pgid = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .and_then(rustix::process::Pid::from_raw);
-    let _group = GroupGuard { pgid };
+    let label = match program {
+        // Not the URL: it may hold credentials, and the list is logged.
+        "git" => format!("git {}", step.name.split(' ').next().unwrap_or_default()),
+        _ => format!("{program} {}", step.name),
+    };
+    let _group = GroupGuard {
+        pgid,
+        _listed: runner
+            .groups
+            .track(pgid, format!("{INSTALL_MARKER}={marker}"), label),
+    };
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         // Cannot happen: both were set to piped above.
         return Err(spawn_err(std::io::Error::other("output pipes missing")));
@@ -243,9 +272,15 @@ mod tests {
         let lines = Lines::default();
         let limit = Duration::from_millis(500);
         let started = std::time::Instant::now();
-        let err = run(cmd, step("npm", limit), Some(&lines), false)
-            .await
-            .unwrap_err();
+        let err = run(
+            &Runner::default(),
+            cmd,
+            step("npm", limit),
+            Some(&lines),
+            false,
+        )
+        .await
+        .unwrap_err();
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{:?}",
@@ -298,9 +333,15 @@ mod tests {
             while [ $i -lt 30 ]; do echo err$i >&2; i=$((i+1)); done; exit 4";
         cmd.args(["-c", script]);
         let lines = Lines::default();
-        let done = run(cmd, step("sh", Duration::from_secs(60)), Some(&lines), true)
-            .await
-            .unwrap();
+        let done = run(
+            &Runner::default(),
+            cmd,
+            step("sh", Duration::from_secs(60)),
+            Some(&lines),
+            true,
+        )
+        .await
+        .unwrap();
         assert_eq!(done.status.code(), Some(4));
         assert_eq!(done.stdout, "a\tb\n\u{1b}[31mred\u{1b}[0m\nstep 2\n");
         let seen = lines.0.into_inner().unwrap();
@@ -314,9 +355,15 @@ mod tests {
     #[tokio::test]
     async fn missing_program_is_a_spawn_error() {
         let cmd = Command::new("atek-no-such-program-here");
-        let err = run(cmd, step("git", Duration::from_secs(60)), None, false)
-            .await
-            .unwrap_err();
+        let err = run(
+            &Runner::default(),
+            cmd,
+            step("git", Duration::from_secs(60)),
+            None,
+            false,
+        )
+        .await
+        .unwrap_err();
         assert!(
             matches!(err, InstallError::Spawn { program: "git", .. }),
             "{err:?}"

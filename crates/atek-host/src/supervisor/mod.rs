@@ -27,6 +27,7 @@ pub use process::{SpawnError, describe_exit};
 
 use crate::auth::{Auth, Caller};
 use crate::broker::{Broker, Provider, Rank, ServiceExport};
+use crate::groups::Groups;
 use crate::paths::Paths;
 use crate::upstream::{Endpoint, Upstream, probe_head};
 
@@ -142,6 +143,8 @@ struct Shared {
     broker: Arc<Broker>,
     auth: Arc<Auth>,
     tasks: TaskTracker,
+    /// The live process groups, for the next start's sweep should the host be killed.
+    groups: Groups,
     /// The runtime the supervisor was made on: every actor runs there, whichever thread
     /// asked for the start, so services are forked by (and die with) the host's main thread
     /// and outlive no HTTP thread's shutdown.
@@ -162,8 +165,14 @@ impl std::fmt::Debug for Supervisor {
 
 impl Supervisor {
     /// A supervisor with no services. Must be called within the runtime its actors are to
-    /// run on.
-    pub fn new(cfg: SupervisorConfig, paths: Paths, broker: Arc<Broker>, auth: Arc<Auth>) -> Self {
+    /// run on. Each service's process group is listed in `groups` while it runs.
+    pub fn new(
+        cfg: SupervisorConfig,
+        paths: Paths,
+        broker: Arc<Broker>,
+        auth: Arc<Auth>,
+        groups: Groups,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 cfg,
@@ -171,6 +180,7 @@ impl Supervisor {
                 broker,
                 auth,
                 tasks: TaskTracker::new(),
+                groups,
                 runtime: tokio::runtime::Handle::current(),
             }),
             slots: Mutex::new(HashMap::new()),
@@ -544,9 +554,15 @@ impl Actor {
             s.port = Some(port);
         });
         let pgid = process::group_of(pid);
+        // Listed while it runs: if the host is killed, the next start kills what is left.
+        let tracked = self
+            .shared
+            .groups
+            .track(pgid, launch.marker(), format!("service {id}"));
         let outcome = self.watch(&mut child, socket, port).await;
         // Whatever the service started in its process group goes with it, crash or stop.
         process::kill_group(pgid);
+        drop(tracked);
         self.shared.auth.remove(&token);
         self.shared.broker.unregister_service(&id);
         outcome

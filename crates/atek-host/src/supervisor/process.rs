@@ -7,7 +7,8 @@
 //!
 //! Each service runs in its own process group, so stopping it also stops what it spawned,
 //! and with a parent-death signal, so it dies with the host even when the host is killed
-//! with SIGKILL.
+//! with SIGKILL. What it spawned gets no such signal: after a SIGKILLed host, the next start
+//! finds it by its group and `Launch::marker` and kills it ([`crate::groups`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,9 @@ use std::time::Duration;
 use atek_api::services::{Manifest, Runtime};
 use atek_core::{BearerToken, ServiceKey};
 use tokio::process::{Child, Command};
+
+/// The variable with the service's key; also the marker of its processes.
+const SERVICE_KEY_VAR: &str = "ATEK_ASSIGNED_SERVICE_KEY";
 
 /// Everything needed to spawn a service once.
 #[derive(Debug, Clone)]
@@ -104,6 +108,12 @@ impl Launch {
         }
     }
 
+    /// The entry of [`Launch::env`] that marks this service's processes, for
+    /// [`crate::groups::sweep`]: `ATEK_ASSIGNED_SERVICE_KEY={key}`.
+    pub(crate) fn marker(&self) -> String {
+        format!("{SERVICE_KEY_VAR}={}", self.key)
+    }
+
     /// The environment, exactly.
     pub(crate) fn env(&self) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = self
@@ -116,7 +126,7 @@ impl Launch {
             self.socket.display().to_string(),
         ));
         env.push(("ATEK_ASSIGNED_PORT".into(), self.port.to_string()));
-        env.push(("ATEK_ASSIGNED_SERVICE_KEY".into(), self.key.to_string()));
+        env.push((SERVICE_KEY_VAR.into(), self.key.to_string()));
         env.push(("ATEK_HOST_PORT".into(), self.host_port.to_string()));
         env.push((
             "ATEK_HOST_BEARER_TOKEN".into(),
@@ -141,7 +151,7 @@ impl Launch {
             .stderr(std::process::Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        die_with_parent(&mut cmd);
+        crate::groups::die_with_parent(&mut cmd);
         cmd.spawn().map_err(|source| SpawnError::Os {
             program: program.display().to_string(),
             source,
@@ -165,25 +175,6 @@ fn node_entry(dir: &Path) -> Result<PathBuf, SpawnError> {
         Err(SpawnError::NoEntryPoint {
             dir: dir.to_owned(),
         })
-    }
-}
-
-/// Makes the child receive SIGKILL when the host dies, however it dies.
-#[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
-    let parent = rustix::process::getpid();
-    // SAFETY: the closure runs in the forked child before exec and only makes two raw
-    // system calls (prctl and getppid), both async-signal-safe; it allocates nothing on
-    // success, and on failure the child exits without running the program.
-    unsafe {
-        cmd.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-            // The parent may have died between fork and prctl: then no signal will come.
-            if rustix::process::getppid() != Some(parent) {
-                return Err(std::io::ErrorKind::BrokenPipe.into());
-            }
-            Ok(())
-        });
     }
 }
 
@@ -278,7 +269,13 @@ mod tests {
     fn env_is_exactly_the_contract() {
         let dir = tempfile::tempdir().unwrap();
         let l = launch(dir.path(), None);
-        let names: Vec<String> = l.env().into_iter().map(|(k, _)| k).collect();
+        let env = l.env();
+        let marker = l.marker();
+        assert!(
+            env.iter().any(|(k, v)| format!("{k}={v}") == marker),
+            "the marker is an entry of the environment"
+        );
+        let names: Vec<String> = env.into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             names,
             [
