@@ -256,20 +256,11 @@ pub(crate) async fn gateway(defaults: NetDefaults, args: GatewayArgs) -> anyhow:
         args.domain,
         local.port()
     ));
-    tokio::select! {
-        result = atek_net::gateway::serve(&node, listener, &args.domain) => {
-            if let Err(e) = &result {
-                status(&format!("Error: {e}"));
-            }
-            result?;
-            Ok(())
-        }
-        _ = tokio::signal::ctrl_c() => {
-            status("Shutting down gateway...");
-            node.close().await;
-            Ok(())
-        }
-    }
+    let work = async {
+        atek_net::gateway::serve(&node, listener, &args.domain).await?;
+        Ok(())
+    };
+    stopped("gateway", until_interrupted(&node, work).await)
 }
 
 /// `atek serve`.
@@ -396,15 +387,13 @@ pub(crate) async fn serve(defaults: NetDefaults, args: ServeArgs) -> anyhow::Res
         bind::serve_streams(&node, serve, None)
     };
     let local_loop = serve_local(listener, std::sync::Arc::clone(&files));
-    tokio::select! {
-        result = p2p => result.map_err(anyhow::Error::from),
-        result = local_loop => result,
-        _ = tokio::signal::ctrl_c() => {
-            status("Shutting down serve...");
-            node.close().await;
-            Ok(())
+    let work = async {
+        tokio::select! {
+            result = p2p => result.map_err(anyhow::Error::from),
+            result = local_loop => result,
         }
-    }
+    };
+    stopped("serve", until_interrupted(&node, work).await)
 }
 
 /// This node's key: the keyfile's, or a temporary one (said so).
@@ -485,9 +474,15 @@ pub(crate) async fn bind(defaults: NetDefaults, args: BindArgs) -> anyhow::Resul
             until_interrupted(&node, work).await
         }
     };
+    stopped("bind", result)
+}
+
+/// How a command that runs until Ctrl-C (`bind`, `gateway`, `serve`) ends: Ctrl-C is a
+/// normal stop (exit code 0), an error is said before it is returned.
+fn stopped(command: &str, result: anyhow::Result<()>) -> anyhow::Result<()> {
     match result {
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
-            status("Shutting down bind...");
+            status(&format!("Shutting down {command}..."));
             Ok(())
         }
         Err(e) => {
