@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses some; panics are the failure
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub(crate) fn atek(config_dir: &Path) -> Command {
@@ -94,6 +94,20 @@ impl TestHost {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         wait_until(limit, || matches!(self.child.try_wait(), Ok(Some(_))))
+    }
+
+    /// Sends `signal` (as `kill` names it: `INT`, `TERM`) and waits up to `limit` for the
+    /// host to exit; how it exited, if it did.
+    pub(crate) fn signal(&mut self, signal: &str, limit: Duration) -> Option<ExitStatus> {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
+        let mut status = None;
+        wait_until(limit, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
     }
 }
 
