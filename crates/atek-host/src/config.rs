@@ -69,8 +69,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// The largest answer the gateway accepts from a service, in bytes. Default 32 MiB.
     pub max_response_bytes: usize,
-    /// The wait before restarting a crashed service; it doubles on each crash, up to 30 s.
-    /// Default `500ms`.
+    /// The wait before restarting a crashed service; it doubles on each crash, up to 30 s (a
+    /// longer value is kept as it is). Default `500ms`.
     #[serde(with = "humantime_serde")]
     pub restart_delay: Duration,
     /// A service that crashes this many times within `crashLoopWindow` is marked failed and

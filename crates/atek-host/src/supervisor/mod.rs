@@ -298,6 +298,16 @@ enum Outcome {
     Crashed { exit: String, ran_for: Duration },
 }
 
+/// The wait after `delay` has been waited: twice as long, up to [`MAX_RESTART_DELAY`]. A
+/// `restartDelay` longer than that ceiling is kept as it is: capping only the doubled
+/// delays made such a setting's second wait shorter than its first. Saturating, so that no
+/// setting can overflow it.
+fn next_restart_delay(delay: Duration, restart_delay: Duration) -> Duration {
+    delay
+        .saturating_mul(2)
+        .min(MAX_RESTART_DELAY.max(restart_delay))
+}
+
 /// A command that arrived while a process runs, after the actor dealt with what it could.
 enum Interrupt {
     /// Stop now; acknowledge with this (None when the supervisor itself is gone).
@@ -467,7 +477,7 @@ impl Actor {
                     }
                 }
             }
-            delay = (delay * 2).min(MAX_RESTART_DELAY);
+            delay = next_restart_delay(delay, cfg.restart_delay);
         }
     }
 
@@ -707,5 +717,35 @@ impl Actor {
             Rank::User
         };
         self.shared.broker.register(rank, entries);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(restart_delay: Duration, n: usize) -> Vec<Duration> {
+        std::iter::successors(Some(restart_delay), |d| {
+            Some(next_restart_delay(*d, restart_delay))
+        })
+        .take(n)
+        .collect()
+    }
+
+    #[test]
+    fn restart_delays_double_up_to_the_ceiling() {
+        let ms = Duration::from_millis;
+        let s = Duration::from_secs;
+        assert_eq!(
+            schedule(ms(500), 8),
+            [ms(500), s(1), s(2), s(4), s(8), s(16), s(30), s(30)]
+        );
+    }
+
+    #[test]
+    fn a_restart_delay_above_the_ceiling_is_kept_not_shortened() {
+        let s = Duration::from_secs;
+        assert_eq!(schedule(s(45), 3), [s(45), s(45), s(45)]);
+        assert_eq!(schedule(Duration::MAX, 2), [Duration::MAX, Duration::MAX]);
     }
 }
