@@ -385,6 +385,8 @@ struct RpcRequest<'a> {
 ///
 /// Methods: `echo` (result: the params), `headers` (who the host says is
 /// calling), `env` (`env_json`, precomputed), `sleep` (`[ms]`, result `true`),
+/// `repeat` (`[n]`, result a string of `n` `x`s, up to [`MAX_BYTES`]: an answer
+/// of a chosen size from a small request, for the gateway's `maxResponseBytes`),
 /// `garbage` (a body that is not JSON), `fail` (error -32003); anything else
 /// is -32601. A body that is not JSON is -32700, JSON that is not a request
 /// is -32600.
@@ -414,6 +416,22 @@ fn dispatch(body: &[u8], caller: Caller<'_>, env_json: &str) -> Outcome {
                 id,
                 -32602,
                 "Invalid params: sleep expects [milliseconds]",
+                None,
+            ),
+        },
+        "repeat" => match req.params.and_then(first_u64) {
+            Some(n) if n <= MAX_BYTES as u64 => {
+                let mut result = Vec::with_capacity(n as usize + 2);
+                result.push(b'"');
+                result.resize(n as usize + 1, b'x');
+                result.push(b'"');
+                // Only ASCII was written.
+                success(id, std::str::from_utf8(&result).unwrap_or("null"))
+            }
+            _ => error(
+                id,
+                -32602,
+                &format!("Invalid params: repeat expects [n], n up to {MAX_BYTES}"),
                 None,
             ),
         },
@@ -572,6 +590,17 @@ mod tests {
         );
         assert_eq!(
             call(&rpc("3", "sleep", r#"["x"]"#), Caller::default())["error"]["code"],
+            -32602
+        );
+
+        let got = call(&rpc("7", "repeat", "[5]"), Caller::default());
+        assert_eq!(got["result"], "xxxxx");
+        assert_eq!(
+            call(&rpc("7", "repeat", "[0]"), Caller::default())["result"],
+            ""
+        );
+        assert_eq!(
+            call(&rpc("7", "repeat", "[16777217]"), Caller::default())["error"]["code"],
             -32602
         );
 
