@@ -176,7 +176,8 @@ pub(crate) async fn deluser(config_dir: PathBuf, args: DelArgs) -> anyhow::Resul
                 user.username
             );
         }
-        let answer = prompt_line(&format!(
+        // `[y/N]`: Enter alone (or end of input) is the default, no, not an error.
+        let answer = prompt_answer(&format!(
             "Delete user {}? Their services stay installed. [y/N] ",
             user.username
         ))?;
@@ -217,17 +218,29 @@ fn prompt_line(prompt: &str) -> anyhow::Result<String> {
     read_stdin_line()
 }
 
+/// Like [`prompt_line`], for a question with a default: the answer may be empty.
+fn prompt_answer(prompt: &str) -> anyhow::Result<String> {
+    eprint!("{prompt}");
+    std::io::stderr().flush().ok();
+    read_stdin_answer()
+}
+
 fn read_stdin_line() -> anyhow::Result<String> {
+    let line = read_stdin_answer()?;
+    if line.is_empty() {
+        bail!("nothing was entered");
+    }
+    Ok(line)
+}
+
+/// One line of standard input without its line end; empty at end of input.
+fn read_stdin_answer() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin()
         .lock()
         .read_line(&mut line)
         .context("cannot read standard input")?;
-    let line = line.trim_end_matches(['\n', '\r']).to_owned();
-    if line.is_empty() {
-        bail!("nothing was entered");
-    }
-    Ok(line)
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 fn prompt_new_password() -> anyhow::Result<String> {
