@@ -29,7 +29,8 @@ mod route;
 
 pub use error::NetError;
 pub use node::{
-    DEFAULT_CONNECT_TIMEOUT, DhtLookup, DnsLookup, Lookup, MAX_STREAMS, NetConfig, Node, PeerAddr,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DhtLookup, DnsLookup, Lookup, MAX_STREAMS,
+    NetConfig, Node, PeerAddr,
 };
 pub use route::Route;
 

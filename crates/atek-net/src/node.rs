@@ -15,6 +15,12 @@ pub(crate) const REFUSED: iroh::endpoint::VarInt = iroh::endpoint::VarInt::from_
 
 /// How long a dial may take by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a connection may go without a packet from the peer before it counts as lost,
+/// by default: QUIC's usual 30 s. A peer that vanishes without closing (killed, unplugged)
+/// is noticed only then; one that closes is noticed at once.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a quiet connection is kept alive at most (iroh's own heartbeat).
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// How many streams a peer may have open to this node at once on one connection (QUIC's
 /// default is 100): each TCP connection carried by `bind` or the gateway is one. Memory
 /// stays bounded by the connection's receive window, whatever the count.
@@ -47,6 +53,12 @@ pub struct NetConfig {
     pub port_mapping: bool,
     /// How long [`Node::connect`] tries before giving up.
     pub connect_timeout: Duration,
+    /// How long a connection may go without a packet from the peer before it is taken for
+    /// lost (the lower of both sides' settings applies; QUIC waits at least three of its
+    /// retransmission timeouts, which matters only on a slow path). Keep-alives go out at a
+    /// third of it (at most every 5 s), so a quiet but live peer is never cut off. At
+    /// least 1 s.
+    pub idle_timeout: Duration,
     /// How peers given by their key alone are found, besides the relays: DNS with pkarr,
     /// the mainline DHT, mDNS on the LAN. Each publishes this node too.
     pub lookup: Lookup,
@@ -97,6 +109,7 @@ impl Default for NetConfig {
             bind: None,
             port_mapping: true,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             lookup: Lookup::default(),
         }
     }
@@ -114,6 +127,7 @@ impl NetConfig {
             bind: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             port_mapping: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             lookup: Lookup::default(),
         }
     }
@@ -202,11 +216,20 @@ impl Node {
             builder = builder.portmapper_config(PortmapperConfig::Disabled);
         }
         builder = config.lookup.apply(builder);
+        // A peer that vanishes without a word is noticed after the idle timeout; keep-alives
+        // well within it keep a quiet connection to a live peer open.
+        let idle = config.idle_timeout.max(Duration::from_secs(1));
+        let idle_timeout =
+            iroh::endpoint::IdleTimeout::try_from(idle).map_err(|e| NetError::Bind {
+                reason: format!("idle timeout {idle:?}: {e}"),
+            })?;
         // Many TCP connections of `bind` share one QUIC connection, a stream each: QUIC's
         // default of 100 concurrent streams would make the 101st wait.
         builder = builder.transport_config(
             iroh::endpoint::QuicTransportConfig::builder()
                 .max_concurrent_bidi_streams(MAX_STREAMS.into())
+                .max_idle_timeout(Some(idle_timeout))
+                .keep_alive_interval((idle / 3).min(KEEP_ALIVE))
                 .build(),
         );
         // iroh's QUIC flow-control windows are kept on purpose: larger stream windows made

@@ -49,6 +49,12 @@ pub(crate) struct NetArgs {
     /// How long to try reaching the other side, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
     timeout: u64,
+    /// How long a peer may stay silent before it is taken for gone, in seconds. A peer
+    /// that closes is noticed at once; one that vanishes (killed, unplugged) only after
+    /// this: then its connections are closed and a beam fails. Quiet live peers are kept
+    /// alive well within it.
+    #[arg(long, value_name = "SECONDS", default_value_t = atek_net::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    idle_timeout: u64,
     #[command(flatten)]
     lookup: LookupArgs,
 }
@@ -127,6 +133,7 @@ impl NetArgs {
             public: !self.no_public,
             port_mapping: !self.no_port_mapping && defaults.port_mapping,
             connect_timeout: Duration::from_secs(self.timeout.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
             lookup: self
                 .lookup
                 .to_lookup()?
@@ -514,7 +521,7 @@ fn bind_event_line(event: BindEvent) -> String {
 
 /// Runs `work` until it ends or Ctrl-C comes ([`Interrupted`]); either way `node` is
 /// closed before this returns, so that its peers hear at once that this side is gone
-/// instead of waiting out QUIC's idle timeout (30 s).
+/// instead of waiting out the idle timeout (`--idle-timeout`, 30 s).
 async fn until_interrupted<T>(
     node: &Node,
     work: impl std::future::Future<Output = anyhow::Result<T>>,
