@@ -899,3 +899,230 @@ fn a_relay_whose_port_is_in_use_says_which_flag_to_pass() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--hostname"), "{}", text(&out));
 }
+
+/// The flags that keep a p2p command on the test's relay and off the internet.
+fn on_relay(cmd: &mut Command, url: &impl std::fmt::Display) {
+    cmd.args([
+        "--relay",
+        &url.to_string(),
+        "--relay-insecure",
+        "--no-public",
+        "--no-port-mapping",
+    ]);
+}
+
+/// The idle timeout the tests below give their p2p commands (`--idle-timeout`): how long
+/// a vanished peer may take to be noticed. The default is 30 s; the mechanism is the same.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(3);
+/// What the tests below allow on top of a documented bound: QUIC waits at least three
+/// retransmission timeouts (about 2 s more than `IDLE` was measured here), then closing
+/// the node, on a loaded machine. Far below the 30 s default, so a bound that is not
+/// applied still fails.
+const MARGIN: std::time::Duration = std::time::Duration::from_secs(7);
+
+/// A child fed an endless stream on stdin (until it dies), whose stdout bytes are counted
+/// and whose stderr lines go to the receiver.
+fn start_endless(
+    mut cmd: Command,
+) -> (
+    KillOnDrop,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    mpsc::Receiver<String>,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        let block = data(5, 64 << 10);
+        while stdin.write_all(&block).is_ok() {}
+    });
+    let received = std::sync::Arc::new(AtomicU64::new(0));
+    let mut stdout = child.stdout.take().unwrap();
+    {
+        let received = std::sync::Arc::clone(&received);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                received.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        });
+    }
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("child: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    (KillOnDrop(child), received, rx)
+}
+
+/// Reads from `tcp` until the connection ends (end of stream or reset) and says how, or
+/// panics once `limit` has passed with the connection still open.
+fn until_closed(tcp: &mut std::net::TcpStream, limit: std::time::Duration) -> &'static str {
+    use std::io::ErrorKind;
+    let deadline = std::time::Instant::now() + limit;
+    tcp.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TCP connection is still open after {limit:?}"
+        );
+        match tcp.read(&mut buf) {
+            Ok(0) => return "end of stream",
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return "reset",
+        }
+    }
+}
+
+/// `atek bind -p` is SIGKILLed while a TCP client streams both ways through `atek bind
+/// KEY`: no QUIC close ever reaches the forwarding side, so it is the idle timeout that
+/// ends the client's connection, within `--idle-timeout` plus margin. The forwarding
+/// process stays up and says what happened, and a new connection to the vanished peer
+/// fails within the dial timeout instead of hanging.
+#[test]
+fn bind_ends_streams_to_a_killed_peer_within_the_idle_timeout_and_stays_up() {
+    let dial = std::time::Duration::from_secs(2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    // The exposed service streams to each client until it goes, and swallows its input.
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let service_port = service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in service.incoming() {
+            let mut tcp = tcp.unwrap();
+            let mut input = tcp.try_clone().unwrap();
+            std::thread::spawn(move || std::io::copy(&mut input, &mut std::io::sink()));
+            std::thread::spawn(move || {
+                let block = vec![9u8; 64 << 10];
+                while tcp.write_all(&block).is_ok() {}
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let idle = IDLE.as_secs().to_string();
+
+    let mut server_cmd = atek(dir.path());
+    server_cmd.args([
+        "bind",
+        "-p",
+        &service_port.to_string(),
+        "--host",
+        "127.0.0.1",
+    ]);
+    server_cmd.args(["--idle-timeout", &idle]);
+    on_relay(&mut server_cmd, &url);
+    let (server, _, server_err) = start(server_cmd, Vec::new());
+    let mut server = KillOnDrop(server);
+    let exposed = line_after(&server_err, "▶ Exposing ");
+    let key = exposed.rsplit(' ').next().unwrap().to_owned();
+
+    let mut client_cmd = atek(dir.path());
+    client_cmd.args(["bind", &key, "--idle-timeout", &idle]);
+    client_cmd.args(["--timeout", &dial.as_secs().to_string()]);
+    on_relay(&mut client_cmd, &url);
+    let (client, _, client_err) = start(client_cmd, Vec::new());
+    let mut client = KillOnDrop(client);
+    let forwarding = line_after(&client_err, "▶ Forwarding http://localhost:");
+    let port: u16 = forwarding.split(' ').next().unwrap().parse().unwrap();
+
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut upload = tcp.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let block = data(6, 64 << 10);
+        while upload.write_all(&block).is_ok() {}
+    });
+    // Mid-transfer: the service's bytes are coming.
+    let mut got = vec![0u8; 1 << 20];
+    tcp.read_exact(&mut got).unwrap();
+    assert!(got.iter().all(|&b| b == 9));
+
+    server.0.kill().unwrap(); // SIGKILL
+    let _ = server.0.wait();
+    let killed = std::time::Instant::now();
+    let how = until_closed(&mut tcp, IDLE + MARGIN);
+    eprintln!(
+        "the client's connection ended ({how}) {:?} after the kill",
+        killed.elapsed()
+    );
+
+    // The forwarding side is still up, and says which connection was lost.
+    let failed = line_after(&client_err, "▶ FAILED pubkey: ");
+    assert!(failed.starts_with(&key), "{failed}");
+    assert!(
+        failed.contains("a connection from 127.0.0.1:") && failed.contains("was lost"),
+        "{failed}"
+    );
+    assert!(client.0.try_wait().unwrap().is_none(), "bind KEY exited");
+
+    // A new connection to the vanished peer: closed once the dial gives up, and said so.
+    let again = std::time::Instant::now();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.write_all(b"anyone there?").unwrap();
+    until_closed(&mut tcp, dial + MARGIN);
+    eprintln!("the new connection was closed after {:?}", again.elapsed());
+    let failed = line_after(&client_err, "▶ FAILED pubkey: ");
+    assert!(failed.contains("could not reach the peer"), "{failed}");
+    assert!(client.0.try_wait().unwrap().is_none(), "bind KEY exited");
+}
+
+/// One side of a beam is SIGKILLed mid-transfer: the other notices within the idle timeout
+/// (plus margin), says the connection was lost and exits with code 1.
+#[test]
+fn beam_fails_clearly_when_the_other_side_is_killed_mid_beam() {
+    use std::sync::atomic::Ordering;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let idle = IDLE.as_secs().to_string();
+
+    let mut a_cmd = atek(dir.path());
+    a_cmd.args(["beam", "--idle-timeout", &idle]);
+    on_relay(&mut a_cmd, &url);
+    let (mut a, _, a_err) = start_endless(a_cmd);
+    let passphrase = line_after(&a_err, "▶   atek beam ");
+    let mut b_cmd = atek(dir.path());
+    b_cmd.args(["beam", &passphrase, "--idle-timeout", &idle]);
+    on_relay(&mut b_cmd, &url);
+    let (mut b, received, b_err) = start_endless(b_cmd);
+    // Mid-beam: A's bytes are arriving at B.
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(30), || {
+            received.load(Ordering::Relaxed) >= 1 << 20
+        }),
+        "the beam never got going"
+    );
+
+    a.0.kill().unwrap(); // SIGKILL
+    let _ = a.0.wait();
+    let killed = std::time::Instant::now();
+    assert!(
+        common::wait_until(IDLE + MARGIN, || matches!(b.0.try_wait(), Ok(Some(_)))),
+        "B still runs {:?} after A was killed",
+        killed.elapsed()
+    );
+    eprintln!("B exited {:?} after the kill", killed.elapsed());
+    let status = b.0.wait().unwrap();
+    let lines: Vec<String> = b_err.try_iter().collect();
+    assert_eq!(status.code(), Some(1), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("▶ Error: the connection to ") && l.contains("was lost")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "▶ Shutting down beam..."),
+        "{lines:?}"
+    );
+}

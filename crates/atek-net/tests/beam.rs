@@ -1,5 +1,6 @@
 //! beam between two nodes in this process, through a relay the test starts on loopback:
-//! both directions with half-close, refused keys, a wrong passphrase, a peer that leaves.
+//! both directions with half-close, refused keys, a wrong passphrase, a peer that leaves,
+//! a peer that vanishes without closing.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -168,6 +169,63 @@ async fn a_peer_that_leaves_mid_stream_ends_the_pipe_with_an_error() {
         .expect("the pipe ends once the peer is gone")
         .unwrap();
     assert!(matches!(result, Err(NetError::Lost { .. })), "{result:?}");
+    b.close().await;
+}
+
+/// A peer that vanishes without a word (as a killed process does: no QUIC close goes out)
+/// is noticed after the idle timeout, and the pipe ends with an error instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_vanishes_without_closing_ends_the_pipe_after_the_idle_timeout() {
+    let mut relay = relay().await;
+    let idle = Duration::from_secs(2);
+    relay.config.idle_timeout = idle;
+    let p = Passphrase::generate();
+
+    // A lives on a runtime of its own, which is shut down mid-stream: its tasks stop
+    // where they are, so its node is never closed and its connection never says goodbye.
+    let vanishing = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (listening_tx, listening) = tokio::sync::oneshot::channel();
+    {
+        let (config, p) = (relay.config.clone(), p.clone());
+        vanishing.spawn(async move {
+            let a = Node::bind(&p.listener_key(), &[beam::ALPN], &config)
+                .await
+                .unwrap();
+            a.online().await;
+            listening_tx.send(a.clone()).unwrap();
+            let a_beam = beam::accept(&a, &p).await.unwrap();
+            // Sends forever, and never returns.
+            let _ = a_beam.pipe(tokio::io::repeat(7), tokio::io::sink()).await;
+        });
+    }
+    let a = listening.await.unwrap();
+    let b = connector(&relay, &p.connector_key()).await;
+    let beam = beam::connect(&b, &p, None).await.unwrap();
+    let (b_out, mut received) = tokio::io::duplex(64 << 10);
+    let pipe = tokio::spawn(beam.pipe(tokio::io::repeat(1), b_out));
+    // Mid-stream: bytes are flowing from A when it vanishes.
+    let mut buf = vec![0u8; 256 << 10];
+    received.read_exact(&mut buf).await.unwrap();
+    assert!(buf.iter().all(|&b| b == 7));
+    tokio::spawn(async move { tokio::io::copy(&mut received, &mut tokio::io::sink()).await });
+    drop(a);
+    vanishing.shutdown_background();
+    let started = std::time::Instant::now();
+
+    let result = tokio::time::timeout(idle + Duration::from_secs(5), pipe)
+        .await
+        .expect("the pipe ends within the idle timeout (plus margin) once the peer is gone")
+        .unwrap();
+    let waited = started.elapsed();
+    eprintln!("the pipe ended {waited:?} after A vanished: {result:?}");
+    assert!(matches!(result, Err(NetError::Lost { .. })), "{result:?}");
+    // Not at once: nothing told B, so this is the idle timeout at work (a close sent by A
+    // would end it in milliseconds and prove nothing about a vanished peer).
+    assert!(waited >= idle / 2, "ended after {waited:?}");
     b.close().await;
 }
 
