@@ -417,6 +417,17 @@ fn bind_exposes_a_port_and_reaches_it_from_another_process() {
     for t in threads {
         t.join().unwrap();
     }
+    // A tunnel, not an HTTP proxy: a request arrives byte for byte as sent, a header that
+    // claims a caller's key included (bind adds and removes nothing; only the home names
+    // its p2p callers).
+    let request: &[u8] =
+        b"GET / HTTP/1.1\r\nHost: x\r\nAtek-Remote-Public-Key: forged\r\n\r\n\x00\xff\r\n\r\n";
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.write_all(request).unwrap();
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    tcp.read_to_end(&mut got).unwrap();
+    assert_eq!(got, request);
     // The server saw one p2p connection from the client's temporary key.
     let connect = line_after(&server_err, "▶ CONNECT pubkey: ");
     assert_eq!(connect.len(), 52);
@@ -1125,4 +1136,132 @@ fn beam_fails_clearly_when_the_other_side_is_killed_mid_beam() {
         lines.iter().any(|l| l == "▶ Shutting down beam..."),
         "{lines:?}"
     );
+}
+
+/// An HTTP/1.1 request with `headers` (each line ending in CRLF) on `tcp`, and the
+/// answer's head and body (the answer must say its length).
+fn exchange(tcp: &mut std::net::TcpStream, path: &str, headers: &str) -> (String, String) {
+    write!(tcp, "GET {path} HTTP/1.1\r\n{headers}\r\n").unwrap();
+    let head = read_head(tcp);
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("an answer without its length: {head}"));
+    let mut body = vec![0u8; length];
+    tcp.read_exact(&mut body).unwrap();
+    (head, String::from_utf8(body).unwrap())
+}
+
+/// The values of the headers named `atek-remote-public-key` in any case, or with `_` for
+/// `-`, in an app's list of the `[name, value]` pairs it got.
+fn caller_keys(headers: &str) -> Vec<String> {
+    let pairs: Vec<(String, String)> = serde_json::from_str(headers).unwrap();
+    pairs
+        .into_iter()
+        .filter(|(name, _)| name.to_ascii_lowercase().replace('_', "-") == "atek-remote-public-key")
+        .map(|(_, value)| value)
+        .collect()
+}
+
+/// An exec service in `dir` that answers every GET with the request's headers, as a JSON
+/// list of `[name, value]` pairs in the order and spelling it got them, keeping
+/// connections alive.
+fn header_echo_app(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("atek.json"),
+        r#"{"runtime":"exec","exec":["python3","app.py"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("app.py"),
+        r#"import json, os, http.server, socketserver
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_HEAD(self):
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+    def do_GET(self):
+        body = json.dumps(list(self.headers.items())).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+S(os.environ["ATEK_ASSIGNED_SOCKET_FILE"], H).serve_forever()
+"#,
+    )
+    .unwrap();
+}
+
+/// The home names its p2p callers: every request that reaches an app through `atek bind
+/// HOMEKEY`, on one kept-alive connection and on another, carries `Atek-Remote-Public-Key`
+/// with the forwarding node's key exactly once, whatever a client sent under that name
+/// (any case, `_` for `-`).
+#[test]
+fn the_home_names_every_p2p_caller() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let token = common::write_config(
+        &home,
+        &format!(
+            r#","relays":["{url}"],"p2p":{{"enabled":true,"public":false,"insecureRelayTls":true,"portMapping":false}}"#
+        ),
+    );
+    header_echo_app(&dir.path().join("app"));
+    let _host = common::TestHost::start(&home);
+    let out = run(atek(&home)
+        .args(["install", "--json", "--id", "echo", "app"])
+        .current_dir(dir.path()));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(atek(&home).args(["key", "--json"]));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let home_key = json["publicKey"].as_str().unwrap().to_owned();
+
+    let laptop = dir.path().join("laptop");
+    let mut bind_cmd = atek(&laptop);
+    bind_cmd.args(["bind", &home_key]);
+    on_relay(&mut bind_cmd, &url);
+    let (bind, _, bind_err) = start(bind_cmd, Vec::new());
+    let _bind = KillOnDrop(bind);
+    let laptop_key = line_after(&bind_err, "▶ Created temporary keypair, public key: ");
+    let forwarding = line_after(&bind_err, "▶ Forwarding http://localhost:");
+    let port: u16 = forwarding.split(' ').next().unwrap().parse().unwrap();
+
+    let app = format!("Host: echo.localhost\r\nAuthorization: Bearer {token}\r\n");
+    let forgeries = [
+        "",
+        "Atek-Remote-Public-Key: forged\r\n",
+        "atek-remote-public-key: forged\r\nATEK-REMOTE-PUBLIC-KEY: forged too\r\n",
+        "Atek_Remote_Public_Key: forged\r\naTeK-rEmOtE-pUbLiC-kEy: forged\r\n",
+        "",
+    ];
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    for (i, forged) in forgeries.iter().enumerate() {
+        let (head, body) = exchange(&mut tcp, "/", &format!("{app}{forged}"));
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "request {i}: {head}{body}"
+        );
+        assert_eq!(
+            caller_keys(&body),
+            vec![laptop_key.as_str()],
+            "request {i} on one connection: {body}"
+        );
+    }
+    let mut second = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    for forged in ["Atek-Remote-Public-Key: forged\r\n", ""] {
+        let (head, body) = exchange(&mut second, "/", &format!("{app}{forged}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}{body}");
+        assert_eq!(caller_keys(&body), vec![laptop_key.as_str()], "{body}");
+    }
 }
