@@ -1204,9 +1204,10 @@ S(os.environ["ATEK_ASSIGNED_SOCKET_FILE"], H).serve_forever()
 /// The home names its p2p callers: every request that reaches an app through `atek bind
 /// HOMEKEY`, on one kept-alive connection and on another, carries `Atek-Remote-Public-Key`
 /// with the forwarding node's key exactly once, whatever a client sent under that name
-/// (any case, `_` for `-`).
+/// (any case, `_` for `-`). And through `atek gateway --domain D`, `{app}.{key}.{D}` is
+/// that app of that home, which sees the Host the browser sent.
 #[test]
-fn the_home_names_every_p2p_caller() {
+fn the_home_names_every_p2p_caller_and_serves_its_apps_through_the_gateway() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -1264,4 +1265,156 @@ fn the_home_names_every_p2p_caller() {
         assert!(head.starts_with("HTTP/1.1 200"), "{head}{body}");
         assert_eq!(caller_keys(&body), vec![laptop_key.as_str()], "{body}");
     }
+
+    // Through the gateway: {app}.{key}.{domain} is the home's app.
+    let mut gateway_cmd = atek(&laptop);
+    gateway_cmd.args(["gateway", "-p", "0", "--domain", "atek.test"]);
+    on_relay(&mut gateway_cmd, &url);
+    let (gateway, _, gateway_err) = start(gateway_cmd, Vec::new());
+    let _gateway = KillOnDrop(gateway);
+    let gateway_key = line_after(&gateway_err, "▶ Created temporary keypair, public key: ");
+    let listening = line_after(&gateway_err, "▶ Gateway listening on http://127.0.0.1:");
+    let gw_port: u16 = listening.split(' ').next().unwrap().parse().unwrap();
+    let host = format!("echo.{home_key}.atek.test:{gw_port}");
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", gw_port)).unwrap();
+    for forged in ["", "Atek-Remote-Public-Key: forged\r\n"] {
+        let (head, body) = exchange(
+            &mut tcp,
+            "/",
+            &format!("Host: {host}\r\nAuthorization: Bearer {token}\r\n{forged}"),
+        );
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}{body}");
+        let pairs: Vec<(String, String)> = serde_json::from_str(&body).unwrap();
+        let seen = |name: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(seen("host").as_deref(), Some(host.as_str()), "{body}");
+        assert_eq!(caller_keys(&body), vec![gateway_key.as_str()], "{body}");
+    }
+}
+
+/// A server that answers each request on a connection with the request's head, byte for
+/// byte, as its body (keep-alive; requests without bodies).
+fn head_echo_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let tcp = tcp.unwrap();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(tcp.try_clone().unwrap());
+                let mut writer = tcp;
+                loop {
+                    let mut head = String::new();
+                    while !head.ends_with("\r\n\r\n") {
+                        match reader.read_line(&mut head) {
+                            Ok(1..) => {}
+                            _ => return,
+                        }
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{head}",
+                        head.len()
+                    );
+                    if writer.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// `atek gateway --domain D` takes `{name}.{key}.{D}` to peer `key` (an app of a home) with
+/// the Host as the browser sent it; a label that is not a key gets 404 and a key nobody
+/// answers for 502 once the dial gives up, each saying why.
+#[test]
+fn the_gateway_reaches_names_under_a_key_and_says_why_it_cannot() {
+    let dial = std::time::Duration::from_secs(2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let service_port = head_echo_server();
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut peer_cmd = atek(dir.path());
+    peer_cmd.args([
+        "bind",
+        "-p",
+        &service_port.to_string(),
+        "--host",
+        "127.0.0.1",
+    ]);
+    on_relay(&mut peer_cmd, &url);
+    let (peer, _, peer_err) = start(peer_cmd, Vec::new());
+    let _peer = KillOnDrop(peer);
+    let exposed = line_after(&peer_err, "▶ Exposing ");
+    let key = exposed.rsplit(' ').next().unwrap().to_owned();
+
+    let mut gateway_cmd = atek(dir.path());
+    gateway_cmd.args(["gateway", "-p", "0", "--domain", "atek.test"]);
+    gateway_cmd.args(["--timeout", &dial.as_secs().to_string()]);
+    on_relay(&mut gateway_cmd, &url);
+    let (gateway, _, gateway_err) = start(gateway_cmd, Vec::new());
+    let _gateway = KillOnDrop(gateway);
+    let listening = line_after(&gateway_err, "▶ Gateway listening on http://127.0.0.1:");
+    let port: u16 = listening.split(' ').next().unwrap().parse().unwrap();
+
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    for host in [
+        format!("app.{key}.atek.test:{port}"),
+        format!("deeper.app.{key}.atek.test"),
+        format!("{key}.atek.test:{port}"),
+        format!("App.{}.Atek.Test:{port}", key.to_ascii_uppercase()),
+    ] {
+        let (head, body) = exchange(&mut tcp, "/x?y=1", &format!("Host: {host}\r\n"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{host}: {head}{body}");
+        assert!(
+            body.starts_with("GET /x?y=1 HTTP/1.1\r\n"),
+            "{host}: {body}"
+        );
+        assert!(
+            body.lines()
+                .any(|l| l.eq_ignore_ascii_case(&format!("host: {host}"))),
+            "the peer sees the Host that was sent, {host}: {body}"
+        );
+    }
+
+    // A label before the domain that is not a key: 404, naming it.
+    let (head, body) = exchange(
+        &mut tcp,
+        "/",
+        &format!("Host: {key}.notakey.atek.test:{port}\r\n"),
+    );
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}{body}");
+    assert!(
+        body.contains("Subdomain is not a public key: notakey"),
+        "{body}"
+    );
+
+    // A key nobody answers for: 502 once the dial gives up, naming the key.
+    let nobody = {
+        let out = run(atek(dir.path())
+            .args(["key", "--json", "-k"])
+            .arg(dir.path().join("nobody.key")));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["publicKey"].as_str().unwrap().to_owned()
+    };
+    let asked = std::time::Instant::now();
+    tcp.set_read_timeout(Some(dial + MARGIN)).unwrap();
+    let (head, body) = exchange(
+        &mut tcp,
+        "/",
+        &format!("Host: app.{nobody}.atek.test:{port}\r\n"),
+    );
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}{body}");
+    assert!(
+        body.contains(&format!("Failed to route request to {nobody}"))
+            && body.contains("could not reach the peer"),
+        "{body}"
+    );
+    assert!(asked.elapsed() < dial + MARGIN, "{:?}", asked.elapsed());
 }
