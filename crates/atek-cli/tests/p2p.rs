@@ -417,11 +417,9 @@ fn bind_exposes_a_port_and_reaches_it_from_another_process() {
     for t in threads {
         t.join().unwrap();
     }
-    // A tunnel, not an HTTP proxy: a request arrives byte for byte as sent, a header that
-    // claims a caller's key included (bind adds and removes nothing; only the home names
-    // its p2p callers).
-    let request: &[u8] =
-        b"GET / HTTP/1.1\r\nHost: x\r\nAtek-Remote-Public-Key: forged\r\n\r\n\x00\xff\r\n\r\n";
+    // What is not HTTP is carried byte for byte, a line that looks like a header included
+    // (HTTP gets the caller's key on every request: tests of atek-net's bind_http).
+    let request: &[u8] = b"NICK atek\r\nAtek-Remote-Public-Key: forged\r\n\x00\xff\r\n\r\n";
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.write_all(request).unwrap();
     tcp.shutdown(std::net::Shutdown::Write).unwrap();
@@ -1417,4 +1415,92 @@ fn the_gateway_reaches_names_under_a_key_and_says_why_it_cannot() {
         "{body}"
     );
     assert!(asked.elapsed() < dial + MARGIN, "{:?}", asked.elapsed());
+}
+
+/// `atek bind -p` in front of an HTTP server: every request of a kept-alive connection
+/// reaches it with `Atek-Remote-Public-Key` naming the forwarding node, once, whatever the
+/// client sent under that name.
+#[test]
+fn bind_names_the_caller_on_every_http_request() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    // An HTTP server that answers each request with the caller-key headers it got, as a
+    // JSON list of [name, value] pairs (what `caller_keys` reads).
+    let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let app_port = app.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in app.incoming() {
+            let mut tcp = tcp.unwrap();
+            std::thread::spawn(move || {
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if tcp.read(&mut byte).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let pairs: Vec<(String, String)> = String::from_utf8(head)
+                        .unwrap()
+                        .lines()
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(n, v)| (n.to_owned(), v.trim().to_owned()))
+                        .collect();
+                    let body = serde_json::to_string(&pairs).unwrap();
+                    write!(
+                        tcp,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let net = |cmd: &mut Command| {
+        cmd.args([
+            "--relay",
+            &url.to_string(),
+            "--relay-insecure",
+            "--no-public",
+            "--no-port-mapping",
+        ]);
+    };
+    let mut server_cmd = atek(dir.path());
+    server_cmd.args(["bind", "-p", &app_port.to_string(), "--host", "127.0.0.1"]);
+    net(&mut server_cmd);
+    let (server, _, server_err) = start(server_cmd, Vec::new());
+    let _server = KillOnDrop(server);
+    let exposed = line_after(&server_err, "▶ Exposing ");
+    let key = exposed.rsplit(' ').next().unwrap().to_owned();
+
+    let mut client_cmd = atek(dir.path());
+    client_cmd.args(["bind", &key]);
+    net(&mut client_cmd);
+    let (client, _, client_err) = start(client_cmd, Vec::new());
+    let _client = KillOnDrop(client);
+    let client_key = line_after(&client_err, "▶ Created temporary keypair, public key: ");
+    let forwarding = line_after(&client_err, "▶ Forwarding http://localhost:");
+    let port: u16 = forwarding.split(' ').next().unwrap().parse().unwrap();
+
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    for (i, forged) in [
+        "",
+        "Atek-Remote-Public-Key: forged\r\n",
+        "atek_remote_public_key: forged\r\nATEK-REMOTE-PUBLIC-KEY: forged too\r\n",
+        "",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (head, body) = exchange(&mut tcp, "/", &format!("Host: example\r\n{forged}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(
+            caller_keys(&body),
+            std::slice::from_ref(&client_key),
+            "request {i}"
+        );
+    }
 }

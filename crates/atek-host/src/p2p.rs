@@ -4,7 +4,7 @@
 //! normal login.
 //!
 //! Each request that comes over p2p carries `Atek-Remote-Public-Key: {caller's key}`, set
-//! here on every request of a connection (the original set it on the first only); a
+//! here ([`atek_net::caller`]) on every request of a connection (the original set it on the first only); a
 //! request over plain HTTP never carries one (the server strips it). A p2p caller's address,
 //! for rate limits and logs, is a unique-local IPv6 address derived from its key: never
 //! loopback, so it is never trusted as a local proxy.
@@ -16,8 +16,8 @@ use atek_net::{NetConfig, NetError, Node};
 
 use crate::config::Config;
 
-/// The header that names the key of a p2p caller.
-pub(crate) const REMOTE_PUBLIC_KEY: &str = "atek-remote-public-key";
+/// How the home names a p2p caller on each request, as a port exposed with `atek bind` does.
+pub(crate) use atek_net::caller::{name as name_caller, strip as strip_caller};
 
 /// Reads the node key, or makes it on first run.
 pub(crate) fn node_key(
@@ -66,39 +66,6 @@ pub(crate) fn caller_ip(key: &PublicKey) -> IpAddr {
     IpAddr::V6(Ipv6Addr::from(bytes))
 }
 
-/// Removes whatever a client sent as the caller's key: under [`REMOTE_PUBLIC_KEY`] and under
-/// any spelling with `_` for `-` (`atek_remote_public_key`), which CGI, WSGI and PHP read as
-/// the same header. Only the host names a caller.
-pub(crate) fn strip_caller(headers: &mut http::HeaderMap) {
-    let forged: Vec<http::HeaderName> = headers
-        .keys()
-        .filter(|k| is_caller_header(k.as_str()))
-        .cloned()
-        .collect();
-    for name in forged {
-        headers.remove(name);
-    }
-}
-
-/// Whether a (lowercased) header name is [`REMOTE_PUBLIC_KEY`], whichever of `-` and `_`
-/// separate its words.
-fn is_caller_header(name: &str) -> bool {
-    name.len() == REMOTE_PUBLIC_KEY.len()
-        && name
-            .bytes()
-            .zip(REMOTE_PUBLIC_KEY.bytes())
-            .all(|(a, b)| a == b || (b == b'-' && a == b'_'))
-}
-
-/// Sets the caller's key on a request that came over p2p, replacing whatever the caller
-/// sent under that name (see [`strip_caller`]).
-pub(crate) fn name_caller(headers: &mut http::HeaderMap, key: &PublicKey) {
-    strip_caller(headers);
-    if let Ok(value) = http::HeaderValue::from_str(&key.to_string()) {
-        headers.insert(REMOTE_PUBLIC_KEY, value);
-    }
-}
-
 /// The home's domain for one p2p request, when its `Host` names this home's key as a label
 /// (`{key}.localhost` through `atek gateway`, `{app}.{key}.localhost` for an app): the
 /// names from that label on. Requests are placed under it instead of the configured domain.
@@ -118,6 +85,7 @@ impl HomeDomain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use atek_net::caller::REMOTE_PUBLIC_KEY;
 
     #[test]
     fn callers_are_named_and_never_loopback() {

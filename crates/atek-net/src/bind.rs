@@ -6,6 +6,9 @@
 //! - [`forward`] listens on a local TCP port and carries each accepted connection to a peer
 //!   that exposes a port (`atek bind KEY -p PORT`).
 //!
+//! An exposed port that speaks HTTP/1 gets `Atek-Remote-Public-Key` with the caller's key on
+//! every request (see [`crate::caller`]); other protocols pass byte for byte.
+//!
 //! Many TCP connections share one QUIC connection per peer, a bidirectional stream each,
 //! opened with a short header (a QUIC stream reaches the peer only once something is
 //! written on it). Half-close carries over: when one side's TCP connection stops sending,
@@ -20,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, mpsc};
 
+use crate::caller::{self, Kind};
 use crate::copy::{self, CopyError};
 use crate::node::MAX_STREAMS;
 use crate::{NetError, Node, PeerAddr};
@@ -113,7 +117,7 @@ pub async fn expose(
         async move {
             let (mut recv, mut send) = stream.into_inner();
             let result = match TcpStream::connect(&*target).await {
-                Ok(tcp) => splice(tcp, send, &mut recv).await,
+                Ok(tcp) => carry_to(peer, tcp, send, recv).await,
                 Err(e) => {
                     let _ = send.reset(TARGET_UNREACHABLE);
                     let _ = recv.stop(TARGET_UNREACHABLE);
@@ -126,6 +130,34 @@ pub async fn expose(
         }
     };
     serve_streams(node, serve, events).await
+}
+
+/// Carries a peer's stream to its TCP connection on the exposed port: HTTP request by
+/// request with the caller named (see [`crate::caller`]), anything else byte for byte.
+async fn carry_to(
+    peer: PublicKey,
+    mut tcp: TcpStream,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) -> Result<(), String> {
+    let (kind, head) = match caller::sniff(&mut recv, &tcp).await {
+        Ok(sniffed) => sniffed,
+        Err(e) => {
+            let _ = send.reset(VarInt::from_u32(1));
+            return Err(format!("stream to TCP: {e}"));
+        }
+    };
+    match kind {
+        Kind::Http => caller::serve_http(peer, head, recv, send, tcp).await,
+        Kind::Raw => {
+            if let Err(e) = tcp.write_all(&head).await {
+                let _ = send.reset(VarInt::from_u32(1));
+                let _ = recv.stop(VarInt::from_u32(1));
+                return Err(format!("stream to TCP: {e}"));
+            }
+            splice(tcp, send, &mut recv).await
+        }
+    }
 }
 
 /// Carries each TCP connection `listener` accepts to `peer`'s exposed port, all over one

@@ -5,7 +5,8 @@
 //!   relays chosen in a [`NetConfig`] (never iroh's public ones unless asked for) and no
 //!   public address lookup unless asked for: tests and private setups stay off the internet.
 //! - [`bind`] carries TCP connections to a peer's exposed port, many over one QUIC
-//!   connection.
+//!   connection; a port that speaks HTTP/1 learns each caller's key from [`caller`]'s
+//!   header.
 //! - [`gateway`] maps `{key}.{domain}` to that peer over HTTP, WebSockets included.
 //! - [`beam`] is the encrypted pipe between two machines that share a passphrase (Spork's
 //!   and hyperbeam's `beam`): the passphrase derives the listener's and the connector's keys,
@@ -19,6 +20,7 @@
 
 pub mod beam;
 pub mod bind;
+pub mod caller;
 mod copy;
 mod error;
 pub mod gateway;

@@ -1,0 +1,203 @@
+//! HTTP through an exposed port: every request of a connection names the caller's key in
+//! `Atek-Remote-Public-Key`, whatever the caller sent under that name; other protocols,
+//! a server that speaks first included, pass byte for byte.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use atek_core::SecretKey;
+use atek_net::Node;
+use atek_net::bind;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Two nodes through a relay on loopback, the first exposing `target`, the second
+/// forwarding a local port to it: that port, and both nodes (kept alive by the caller).
+async fn forwarded(
+    target: std::net::SocketAddr,
+) -> (std::net::SocketAddr, Node, Node, common::Relay) {
+    let relay = common::relay(Duration::from_secs(5)).await;
+    let server = Node::bind(&SecretKey::generate(), &[bind::ALPN], &relay.config)
+        .await
+        .unwrap();
+    server.online().await;
+    {
+        let server = server.clone();
+        tokio::spawn(async move { bind::expose(&server, target.to_string(), None).await });
+    }
+    let client = Node::bind(&SecretKey::generate(), &[], &relay.config)
+        .await
+        .unwrap();
+    let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = local.local_addr().unwrap();
+    {
+        let (client, key) = (client.clone(), server.key());
+        tokio::spawn(async move { bind::forward(&client, key.into(), local, None).await });
+    }
+    (port, server, client, relay)
+}
+
+/// An HTTP server that answers every request with the values of every header whose name
+/// is the caller header in any spelling (`-` or `_`), one per line.
+async fn header_echo() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let seen: Vec<String> = req
+                        .headers()
+                        .iter()
+                        .filter(|(name, _)| {
+                            name.as_str().replace('_', "-") == "atek-remote-public-key"
+                        })
+                        .map(|(_, value)| value.to_str().unwrap().to_owned())
+                        .collect();
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(seen.join("\n")))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP server that sends `greeting` first (if any), then echoes until the client's end
+/// of input.
+async fn echo(greeting: &'static [u8]) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                tcp.write_all(greeting).await.unwrap();
+                let (mut rd, mut wr) = tcp.split();
+                tokio::io::copy(&mut rd, &mut wr).await.unwrap();
+                wr.shutdown().await.unwrap();
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_of_a_connection_names_the_caller_and_forgeries_are_replaced() {
+    let (port, server, client, _relay) = forwarded(header_echo().await).await;
+    let key = client.key().to_string();
+
+    // One kept-alive connection, request after request, each with a forgery of its own.
+    let tcp = TcpStream::connect(port).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let forgeries: [&[(&str, &str)]; 5] = [
+        &[],
+        &[("Atek-Remote-Public-Key", "forged")],
+        &[("atek_remote_public_key", "forged")],
+        &[
+            ("ATEK-REMOTE-PUBLIC-KEY", "forged"),
+            ("Atek_Remote-Public_Key", "forged too"),
+        ],
+        &[],
+    ];
+    for (i, forged) in forgeries.iter().enumerate() {
+        let mut req = Request::get(format!("/{i}")).header(header::HOST, "example");
+        for (name, value) in *forged {
+            req = req.header(*name, *value);
+        }
+        sender.ready().await.unwrap();
+        let response = sender
+            .send_request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let seen = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            std::str::from_utf8(&seen).unwrap(),
+            key,
+            "request {i} of the connection names the caller, once"
+        );
+    }
+
+    // HTTP/1.0, the client done sending before the answer comes (half-close).
+    let mut tcp = TcpStream::connect(port).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.0\r\nHost: example\r\nAtek-Remote-Public-Key: forged\r\n\r\n")
+        .await
+        .unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(answer.ends_with(&format!("\r\n\r\n{key}")), "{answer}");
+
+    // What opens like a request but is not one a strict server reads is refused, not
+    // passed on as raw bytes with its forged header.
+    let mut tcp = TcpStream::connect(port).await.unwrap();
+    tcp.write_all(b"GET  /  HTTP/1.1\r\nAtek-Remote-Public-Key: forged\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(!answer.contains("forged"), "{answer}");
+
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_protocols_pass_byte_for_byte() {
+    let (port, server, client, _relay) = forwarded(echo(b"220 hello, speak\r\n").await).await;
+
+    // A server that speaks first is heard before the client says anything.
+    let mut tcp = TcpStream::connect(port).await.unwrap();
+    let mut greeting = [0u8; 18];
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut greeting))
+        .await
+        .expect("the greeting arrives though the client is silent")
+        .unwrap();
+    assert_eq!(&greeting, b"220 hello, speak\r\n");
+    // Then even a request line is carried as it is.
+    let request = b"GET / HTTP/1.1\r\nAtek-Remote-Public-Key: as sent\r\n\r\n";
+    tcp.write_all(request).await.unwrap();
+    let mut echoed = [0u8; 51];
+    tcp.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, request);
+    client.close().await;
+    server.close().await;
+
+    let (port, server, client, _relay) = forwarded(echo(b"").await).await;
+    // Clients that speak first: a line protocol with upper-case words (not HTTP), binary
+    // bytes, and a header-like line in a stream that is not HTTP: all untouched.
+    for sent in [
+        &b"NICK atek\r\nUSER atek 0 * :Atek\r\nAtek-Remote-Public-Key: forged\r\n"[..],
+        &common::data(7, 100_000)[..],
+        &b"SSH-2.0-test\r\n\x00\xff"[..],
+    ] {
+        let mut tcp = TcpStream::connect(port).await.unwrap();
+        tcp.write_all(sent).await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        tcp.read_to_end(&mut got).await.unwrap();
+        assert!(got == sent, "{} bytes came back as sent", sent.len());
+    }
+
+    client.close().await;
+    server.close().await;
+}
