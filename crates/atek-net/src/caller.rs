@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use atek_core::PublicKey;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -127,7 +127,7 @@ type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Serves HTTP/1 that `peer` sends on a stream (`head` being its first bytes, already
 /// read) by passing each request on to `target`, one connection, with the caller named.
-/// Upgrades (WebSockets) are carried through once the target agrees. Returns when either
+/// Upgrades (WebSockets) and `CONNECT` tunnels are carried through once the target agrees. Returns when either
 /// side is done.
 pub(crate) async fn serve_http(
     peer: PublicKey,
@@ -136,7 +136,9 @@ pub(crate) async fn serve_http(
     send: SendStream,
     target: TcpStream,
 ) -> Result<(), String> {
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(target))
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .preserve_header_case(true)
+        .handshake(TokioIo::new(target))
         .await
         .map_err(|e| format!("the exposed port: {e}"))?;
     tokio::spawn(async move {
@@ -150,9 +152,9 @@ pub(crate) async fn serve_http(
         let sender = Arc::clone(&sender);
         async move {
             name(req.headers_mut(), &peer);
-            let client_upgrade = req
-                .headers()
-                .contains_key(header::UPGRADE)
+            // A WebSocket (any `Upgrade`), or a tunnel through an exposed HTTP proxy.
+            let connect = req.method() == Method::CONNECT;
+            let client_upgrade = (connect || req.headers().contains_key(header::UPGRADE))
                 .then(|| hyper::upgrade::on(&mut req));
             let answer = {
                 let mut sender = sender.lock().await;
@@ -165,9 +167,9 @@ pub(crate) async fn serve_http(
                 Ok(response) => response,
                 Err(e) => return Ok::<_, Infallible>(bad_gateway(&e)),
             };
-            if response.status() == StatusCode::SWITCHING_PROTOCOLS
-                && let Some(client_upgrade) = client_upgrade
-            {
+            let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS
+                || (connect && response.status().is_success());
+            if switched && let Some(client_upgrade) = client_upgrade {
                 let target_upgrade = hyper::upgrade::on(&mut response);
                 tokio::spawn(async move {
                     match tokio::try_join!(client_upgrade, target_upgrade) {
@@ -191,6 +193,8 @@ pub(crate) async fn serve_http(
     hyper::server::conn::http1::Builder::new()
         // A client may end its sending side and still wait for the answer.
         .half_close(true)
+        // Headers reach the server as the client spelled them, and back.
+        .preserve_header_case(true)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades()
         .await

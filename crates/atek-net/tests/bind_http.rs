@@ -201,3 +201,79 @@ async fn other_protocols_pass_byte_for_byte() {
     client.close().await;
     server.close().await;
 }
+
+/// An HTTP proxy's side of `CONNECT`: reads the request's head, records it, answers 200,
+/// then echoes the tunnel's bytes.
+async fn connect_proxy(heads: tokio::sync::mpsc::UnboundedSender<String>) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    head.push(tcp.read_u8().await.unwrap());
+                }
+                heads.send(String::from_utf8(head).unwrap()).unwrap();
+                tcp.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let (mut rd, mut wr) = tcp.split();
+                tokio::io::copy(&mut rd, &mut wr).await.unwrap();
+                wr.shutdown().await.unwrap();
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_tunnel_through_an_exposed_proxy_carries_bytes_and_header_case() {
+    let (heads_tx, mut heads) = tokio::sync::mpsc::unbounded_channel();
+    let (port, server, client, _relay) = forwarded(connect_proxy(heads_tx).await).await;
+
+    let mut tcp = TcpStream::connect(port).await.unwrap();
+    tcp.write_all(
+        b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\nX-Odd-CASE: 1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The proxy got the request with the caller named and the client's spelling kept.
+    let seen = heads.recv().await.unwrap();
+    assert!(
+        seen.starts_with("CONNECT example.org:443 HTTP/1.1\r\n"),
+        "{seen}"
+    );
+    assert!(seen.contains("X-Odd-CASE: 1\r\n"), "{seen}");
+    assert!(
+        seen.to_ascii_lowercase()
+            .contains(&format!("atek-remote-public-key: {}\r\n", client.key())),
+        "{seen}"
+    );
+    // Then the tunnel: bytes both ways, and the end of input.
+    let sent = common::data(3, 200_000);
+    tcp.write_all(&sent).await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut got))
+        .await
+        .expect("the tunnel ends with the client's end of input")
+        .unwrap();
+    assert!(
+        got == sent,
+        "the tunnel echoed {} of {} bytes",
+        got.len(),
+        sent.len()
+    );
+
+    client.close().await;
+    server.close().await;
+}
