@@ -117,7 +117,7 @@ pub async fn expose(
         async move {
             let (mut recv, mut send) = stream.into_inner();
             let result = match TcpStream::connect(&*target).await {
-                Ok(tcp) => carry_to(peer, tcp, send, recv).await,
+                Ok(tcp) => carry_to(peer, &target, tcp, send, recv).await,
                 Err(e) => {
                     let _ = send.reset(TARGET_UNREACHABLE);
                     let _ = recv.stop(TARGET_UNREACHABLE);
@@ -136,6 +136,7 @@ pub async fn expose(
 /// request with the caller named (see [`crate::caller`]), anything else byte for byte.
 async fn carry_to(
     peer: PublicKey,
+    target: &Arc<str>,
     mut tcp: TcpStream,
     mut send: SendStream,
     mut recv: RecvStream,
@@ -148,7 +149,7 @@ async fn carry_to(
         }
     };
     match kind {
-        Kind::Http => caller::serve_http(peer, head, recv, send, tcp).await,
+        Kind::Http => caller::serve_http(peer, head, recv, send, Arc::clone(target), tcp).await,
         Kind::Raw => {
             if let Err(e) = tcp.write_all(&head).await {
                 let _ = send.reset(VarInt::from_u32(1));

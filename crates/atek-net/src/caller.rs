@@ -126,47 +126,41 @@ pub(crate) async fn sniff(
 type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Serves HTTP/1 that `peer` sends on a stream (`head` being its first bytes, already
-/// read) by passing each request on to `target`, one connection, with the caller named.
-/// Upgrades (WebSockets) and `CONNECT` tunnels are carried through once the target agrees. Returns when either
-/// side is done.
+/// read) by passing each request on to `target` (its address `addr`, and a connection to
+/// it already open), with the caller named. Upgrades (WebSockets) and `CONNECT` tunnels are
+/// carried through once the target agrees. Returns when either side is done.
 pub(crate) async fn serve_http(
     peer: PublicKey,
     head: BytesMut,
     recv: RecvStream,
     send: SendStream,
+    addr: Arc<str>,
     target: TcpStream,
 ) -> Result<(), String> {
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .preserve_header_case(true)
-        .handshake(TokioIo::new(target))
+    let first = handshake(target)
         .await
         .map_err(|e| format!("the exposed port: {e}"))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::trace!(error = %e, "exposed port's HTTP connection ended");
-        }
+    let target = Arc::new(Target {
+        addr,
+        conn: tokio::sync::Mutex::new(Some(first)),
     });
-    // HTTP/1 serves one request at a time, so the lock is never waited for.
-    let sender = Arc::new(tokio::sync::Mutex::new(sender));
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        let sender = Arc::clone(&sender);
+        let target = Arc::clone(&target);
         async move {
             name(req.headers_mut(), &peer);
             // A WebSocket (any `Upgrade`), or a tunnel through an exposed HTTP proxy.
             let connect = req.method() == Method::CONNECT;
             let client_upgrade = (connect || req.headers().contains_key(header::UPGRADE))
                 .then(|| hyper::upgrade::on(&mut req));
-            let answer = {
-                let mut sender = sender.lock().await;
-                match sender.ready().await {
-                    Ok(()) => sender.send_request(req).await,
-                    Err(e) => Err(e),
-                }
-            };
-            let mut response = match answer {
+            let version = req.version();
+            let mut response = match target.send(req).await {
                 Ok(response) => response,
                 Err(e) => return Ok::<_, Infallible>(bad_gateway(&e)),
             };
+            // The peer's connection speaks its own version: an HTTP/1.0 server's answer
+            // must not end a kept-alive HTTP/1.1 connection (its next request gets a new
+            // connection to the server instead).
+            *response.version_mut() = version;
             let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS
                 || (connect && response.status().is_success());
             if switched && let Some(client_upgrade) = client_upgrade {
@@ -201,9 +195,57 @@ pub(crate) async fn serve_http(
         .map_err(|e| format!("HTTP from the peer: {e}"))
 }
 
-/// The answer when the exposed port closed its connection or sent what is not HTTP; the
-/// stream is closed after it.
-fn bad_gateway(e: &hyper::Error) -> Response<Body> {
+type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
+
+/// The exposed port, as the HTTP client of one peer's stream: one connection at a time,
+/// made again when the server closed the last one (an HTTP/1.0 server, Python's
+/// `http.server` say, closes after every answer while the peer keeps its connection).
+struct Target {
+    addr: Arc<str>,
+    /// HTTP/1 serves one request at a time, so this is never waited for.
+    conn: tokio::sync::Mutex<Option<Sender>>,
+}
+
+impl Target {
+    async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, String> {
+        let mut slot = self.conn.lock().await;
+        if let Some(sender) = slot.as_mut()
+            && sender.ready().await.is_err()
+        {
+            *slot = None;
+        }
+        let sender = match slot.take() {
+            Some(sender) => slot.insert(sender),
+            None => {
+                let tcp = TcpStream::connect(&*self.addr)
+                    .await
+                    .map_err(|e| format!("cannot connect to {}: {e}", self.addr))?;
+                let sender = handshake(tcp).await.map_err(|e| e.to_string())?;
+                slot.insert(sender)
+            }
+        };
+        sender.send_request(req).await.map_err(|e| e.to_string())
+    }
+}
+
+/// An HTTP/1 client connection over `tcp`, driven by a task of its own.
+async fn handshake(tcp: TcpStream) -> Result<Sender, hyper::Error> {
+    let _ = tcp.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .preserve_header_case(true)
+        .handshake(TokioIo::new(tcp))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::trace!(error = %e, "exposed port's HTTP connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// The answer when the exposed port cannot be reached, closed its connection mid-answer
+/// or sent what is not HTTP; the stream is closed after it.
+fn bad_gateway(e: &str) -> Response<Body> {
     let body = format!("The port exposed with atek bind did not answer: {e}\n");
     let mut response = Response::new(
         Full::new(Bytes::from(body))

@@ -277,3 +277,61 @@ async fn a_connect_tunnel_through_an_exposed_proxy_carries_bytes_and_header_case
     client.close().await;
     server.close().await;
 }
+
+/// An HTTP/1.0 server that answers each connection's one request with its caller-key
+/// header, then closes, as Python's `http.server` does by default.
+async fn one_answer_per_connection() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tcp.read_u8().await {
+                        Ok(b) => head.push(b),
+                        Err(_) => return,
+                    }
+                }
+                let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+                let key = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("atek-remote-public-key: "))
+                    .unwrap_or("none")
+                    .to_owned();
+                tcp.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{key}").as_bytes())
+                    .await
+                    .unwrap();
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_closes_after_each_answer_still_serves_a_kept_alive_client() {
+    let (port, server, client, _relay) = forwarded(one_answer_per_connection().await).await;
+    let tcp = TcpStream::connect(port).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for i in 0..3 {
+        sender.ready().await.unwrap();
+        let response = sender
+            .send_request(
+                Request::get(format!("/{i}"))
+                    .header(header::HOST, "example")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "request {i}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, client.key().to_string(), "request {i}");
+    }
+    client.close().await;
+    server.close().await;
+}
