@@ -45,52 +45,68 @@ async fn forwarded(
     (port, server, client, relay)
 }
 
-/// An HTTP server that answers every request with the values of every header whose name
-/// is the caller header in any spelling (`-` or `_`), one per line.
-async fn header_echo() -> std::net::SocketAddr {
+/// A TCP server on loopback that runs `handle` on every connection it accepts.
+async fn serve_tcp<F, Fut>(handle: F) -> std::net::SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    let seen: Vec<String> = req
-                        .headers()
-                        .iter()
-                        .filter(|(name, _)| {
-                            name.as_str().replace('_', "-") == "atek-remote-public-key"
-                        })
-                        .map(|(_, value)| value.to_str().unwrap().to_owned())
-                        .collect();
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(seen.join("\n")))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
+            tokio::spawn(handle(tcp));
         }
     });
     addr
 }
 
+/// A request's head, read byte by byte up to its blank line; None if the connection ends
+/// first.
+async fn read_head(tcp: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.ok()?);
+    }
+    Some(String::from_utf8(head).unwrap())
+}
+
+/// Echoes what is left of a connection until the client's end of input, then ends it.
+async fn echo_rest(mut tcp: TcpStream) {
+    let (mut rd, mut wr) = tcp.split();
+    tokio::io::copy(&mut rd, &mut wr).await.unwrap();
+    wr.shutdown().await.unwrap();
+}
+
+/// An HTTP server that answers every request with the values of every header whose name
+/// is the caller header in any spelling (`-` or `_`), one per line.
+async fn header_echo() -> std::net::SocketAddr {
+    serve_tcp(|tcp| async move {
+        let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+            let seen: Vec<String> = req
+                .headers()
+                .iter()
+                .filter(|(name, _)| name.as_str().replace('_', "-") == "atek-remote-public-key")
+                .map(|(_, value)| value.to_str().unwrap().to_owned())
+                .collect();
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(seen.join("\n")))))
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), service)
+            .await;
+    })
+    .await
+}
+
 /// A TCP server that sends `greeting` first (if any), then echoes until the client's end
 /// of input.
 async fn echo(greeting: &'static [u8]) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                tcp.write_all(greeting).await.unwrap();
-                let (mut rd, mut wr) = tcp.split();
-                tokio::io::copy(&mut rd, &mut wr).await.unwrap();
-                wr.shutdown().await.unwrap();
-            });
-        }
-    });
-    addr
+    serve_tcp(move |mut tcp| async move {
+        tcp.write_all(greeting).await.unwrap();
+        echo_rest(tcp).await;
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,28 +221,17 @@ async fn other_protocols_pass_byte_for_byte() {
 /// An HTTP proxy's side of `CONNECT`: reads the request's head, records it, answers 200,
 /// then echoes the tunnel's bytes.
 async fn connect_proxy(heads: tokio::sync::mpsc::UnboundedSender<String>) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            let heads = heads.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                while !head.ends_with(b"\r\n\r\n") {
-                    head.push(tcp.read_u8().await.unwrap());
-                }
-                heads.send(String::from_utf8(head).unwrap()).unwrap();
-                tcp.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .await
-                    .unwrap();
-                let (mut rd, mut wr) = tcp.split();
-                tokio::io::copy(&mut rd, &mut wr).await.unwrap();
-                wr.shutdown().await.unwrap();
-            });
+    serve_tcp(move |mut tcp| {
+        let heads = heads.clone();
+        async move {
+            heads.send(read_head(&mut tcp).await.unwrap()).unwrap();
+            tcp.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await
+                .unwrap();
+            echo_rest(tcp).await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,11 +245,7 @@ async fn a_connect_tunnel_through_an_exposed_proxy_carries_bytes_and_header_case
     )
     .await
     .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(tcp.read_u8().await.unwrap());
-    }
-    let head = String::from_utf8(head).unwrap();
+    let head = read_head(&mut tcp).await.unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     // The proxy got the request with the caller named and the client's spelling kept.
     let seen = heads.recv().await.unwrap();
@@ -281,32 +282,21 @@ async fn a_connect_tunnel_through_an_exposed_proxy_carries_bytes_and_header_case
 /// An HTTP/1.0 server that answers each connection's one request with its caller-key
 /// header, then closes, as Python's `http.server` does by default.
 async fn one_answer_per_connection() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                while !head.ends_with(b"\r\n\r\n") {
-                    match tcp.read_u8().await {
-                        Ok(b) => head.push(b),
-                        Err(_) => return,
-                    }
-                }
-                let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
-                let key = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("atek-remote-public-key: "))
-                    .unwrap_or("none")
-                    .to_owned();
-                tcp.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{key}").as_bytes())
-                    .await
-                    .unwrap();
-            });
-        }
-    });
-    addr
+    serve_tcp(|mut tcp| async move {
+        let Some(head) = read_head(&mut tcp).await else {
+            return;
+        };
+        let head = head.to_ascii_lowercase();
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("atek-remote-public-key: "))
+            .unwrap_or("none")
+            .to_owned();
+        tcp.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{key}").as_bytes())
+            .await
+            .unwrap();
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
