@@ -67,15 +67,7 @@ fn beam_between_two_processes_both_ways() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let net = |cmd: &mut Command| {
-        cmd.args([
-            "--relay",
-            &url.to_string(),
-            "--relay-insecure",
-            "--no-public",
-            "--no-port-mapping",
-        ]);
-    };
+    let net = |cmd: &mut Command| on_relay(cmd, &url);
     let to_b = data(1, 3 << 20);
     let to_a = data(2, 1 << 20);
 
@@ -133,14 +125,7 @@ fn beam_reads_and_writes_files_and_leaves_its_pipes_blocking() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let net = [
-        "--relay",
-        &url.to_string(),
-        "--relay-insecure",
-        "--no-public",
-        "--no-port-mapping",
-    ]
-    .map(str::to_owned);
+    let net = relay_args(&url);
     let to_b = data(3, 3 << 20);
     let to_a = data(4, (2 << 20) + 12345);
 
@@ -224,14 +209,8 @@ fn beam_on_a_terminal_ends_with_what_it_moved() {
     let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut a_cmd = atek(dir.path());
-    a_cmd.args([
-        "beam",
-        "--relay",
-        &url.to_string(),
-        "--relay-insecure",
-        "--no-public",
-        "--no-port-mapping",
-    ]);
+    a_cmd.arg("beam");
+    on_relay(&mut a_cmd, &url);
     let (mut a, a_out, a_err) = start(a_cmd, Vec::new());
     let passphrase = line_after(&a_err, "▶   atek beam ");
 
@@ -362,15 +341,7 @@ fn bind_exposes_a_port_and_reaches_it_from_another_process() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let net = |cmd: &mut Command| {
-        cmd.args([
-            "--relay",
-            &url.to_string(),
-            "--relay-insecure",
-            "--no-public",
-            "--no-port-mapping",
-        ]);
-    };
+    let net = |cmd: &mut Command| on_relay(cmd, &url);
 
     let mut server_cmd = atek(dir.path());
     server_cmd
@@ -671,15 +642,7 @@ fn serve_shows_a_folder_locally_and_to_peers_and_hides_git() {
     std::fs::create_dir_all(site.join(".git")).unwrap();
     std::fs::write(site.join("index.html"), "<h1>hello from the site</h1>").unwrap();
     std::fs::write(site.join(".git/config"), "secret").unwrap();
-    let net = |cmd: &mut Command| {
-        cmd.args([
-            "--relay",
-            &url.to_string(),
-            "--relay-insecure",
-            "--no-public",
-            "--no-port-mapping",
-        ]);
-    };
+    let net = |cmd: &mut Command| on_relay(cmd, &url);
 
     let mut serve_cmd = atek(dir.path());
     serve_cmd.arg("serve").arg(&site);
@@ -748,16 +711,9 @@ fn spork_offers_the_p2p_commands_under_their_old_names() {
     // A beam between two sporks, whose listener tells the user to run spork, not atek.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
-    let url = url.to_string();
-    let net = [
-        "--relay",
-        url.as_str(),
-        "--relay-insecure",
-        "--no-public",
-        "--no-port-mapping",
-    ];
+    let net = relay_args(&url);
     let mut a_cmd = spork();
-    a_cmd.arg("beam").args(net);
+    a_cmd.arg("beam").args(&net);
     let to_b = data(3, 256 << 10);
     let (mut a, a_out, a_err) = start(a_cmd, to_b.clone());
     let passphrase = line_after(&a_err, "▶   spork beam ");
@@ -767,7 +723,7 @@ fn spork_offers_the_p2p_commands_under_their_old_names() {
         "{restart}"
     );
     let mut b_cmd = spork();
-    b_cmd.args(["beam", &passphrase]).args(net);
+    b_cmd.args(["beam", &passphrase]).args(&net);
     let (mut b, b_out, _b_err) = start(b_cmd, b"back".to_vec());
     assert!(a.wait().unwrap().success());
     assert!(b.wait().unwrap().success());
@@ -910,14 +866,19 @@ fn a_relay_whose_port_is_in_use_says_which_flag_to_pass() {
 }
 
 /// The flags that keep a p2p command on the test's relay and off the internet.
+fn relay_args(url: &impl std::fmt::Display) -> [String; 5] {
+    [
+        "--relay".to_owned(),
+        url.to_string(),
+        "--relay-insecure".to_owned(),
+        "--no-public".to_owned(),
+        "--no-port-mapping".to_owned(),
+    ]
+}
+
+/// Gives `cmd` the [`relay_args`].
 fn on_relay(cmd: &mut Command, url: &impl std::fmt::Display) {
-    cmd.args([
-        "--relay",
-        &url.to_string(),
-        "--relay-insecure",
-        "--no-public",
-        "--no-port-mapping",
-    ]);
+    cmd.args(relay_args(url));
 }
 
 /// The idle timeout the tests below give their p2p commands (`--idle-timeout`): how long
@@ -1459,15 +1420,7 @@ fn bind_names_the_caller_on_every_http_request() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let net = |cmd: &mut Command| {
-        cmd.args([
-            "--relay",
-            &url.to_string(),
-            "--relay-insecure",
-            "--no-public",
-            "--no-port-mapping",
-        ]);
-    };
+    let net = |cmd: &mut Command| on_relay(cmd, &url);
     let mut server_cmd = atek(dir.path());
     server_cmd.args(["bind", "-p", &app_port.to_string(), "--host", "127.0.0.1"]);
     net(&mut server_cmd);
