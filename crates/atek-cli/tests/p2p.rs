@@ -64,8 +64,7 @@ fn start(
 
 #[test]
 fn beam_between_two_processes_both_ways() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let (url, _relay) = local_relay();
     let dir = tempfile::tempdir().unwrap();
     let net = |cmd: &mut Command| on_relay(cmd, &url);
     let to_b = data(1, 3 << 20);
@@ -122,8 +121,7 @@ fn beam_between_two_processes_both_ways() {
 fn beam_reads_and_writes_files_and_leaves_its_pipes_blocking() {
     use rustix::fs::{OFlags, fcntl_getfl};
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let (url, _relay) = local_relay();
     let dir = tempfile::tempdir().unwrap();
     let net = relay_args(&url);
     let to_b = data(3, 3 << 20);
@@ -205,8 +203,7 @@ fn beam_reads_and_writes_files_and_leaves_its_pipes_blocking() {
 /// status lines and ends with what it moved.
 #[test]
 fn beam_on_a_terminal_ends_with_what_it_moved() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let (url, _relay) = local_relay();
     let dir = tempfile::tempdir().unwrap();
     let mut a_cmd = atek(dir.path());
     a_cmd.arg("beam");
@@ -325,8 +322,7 @@ fn line_after(lines: &mpsc::Receiver<String>, prefix: &str) -> String {
 
 #[test]
 fn bind_exposes_a_port_and_reaches_it_from_another_process() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let (url, _relay) = local_relay();
     // The service to expose: an echo server on a random port.
     let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let echo_port = echo.local_addr().unwrap().port();
@@ -465,8 +461,7 @@ fn bind_exposes_a_port_and_reaches_it_from_another_process() {
 /// and `atek bind HOMEKEY` on another machine reaches its login page.
 #[test]
 fn the_home_is_reachable_by_its_key() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let (url, _relay) = local_relay();
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     common::write_config(
@@ -635,8 +630,7 @@ fn get(port: u16, path: &str) -> (String, String) {
 
 #[test]
 fn serve_shows_a_folder_locally_and_to_peers_and_hides_git() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let (url, _relay) = local_relay();
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site");
     std::fs::create_dir_all(site.join(".git")).unwrap();
@@ -709,8 +703,7 @@ fn spork_offers_the_p2p_commands_under_their_old_names() {
     assert!(dir.path().join("spork.key").exists());
 
     // A beam between two sporks, whose listener tells the user to run spork, not atek.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let (url, _relay) = local_relay();
     let net = relay_args(&url);
     let mut a_cmd = spork();
     a_cmd.arg("beam").args(&net);
@@ -865,6 +858,27 @@ fn a_relay_whose_port_is_in_use_says_which_flag_to_pass() {
     assert!(text(&out).contains("--hostname"), "{}", text(&out));
 }
 
+/// A relay [`local_relay`] started: it runs until this is dropped.
+struct RunningRelay {
+    // Fields drop in order: the server before the runtime it runs on.
+    _server: Box<dyn std::any::Any>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// iroh's test relay on loopback (self-signed: commands skip its certificate check with
+/// `--relay-insecure`): its URL, and what keeps it running.
+fn local_relay() -> (iroh::RelayUrl, RunningRelay) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_map, url, server) = runtime
+        .block_on(iroh::test_utils::run_relay_server())
+        .unwrap();
+    let running = RunningRelay {
+        _server: Box::new(server),
+        _runtime: runtime,
+    };
+    (url, running)
+}
+
 /// The flags that keep a p2p command on the test's relay and off the internet.
 fn relay_args(url: &impl std::fmt::Display) -> [String; 5] {
     [
@@ -963,8 +977,7 @@ fn until_closed(tcp: &mut std::net::TcpStream, limit: std::time::Duration) -> &'
 #[test]
 fn bind_ends_streams_to_a_killed_peer_within_the_idle_timeout_and_stays_up() {
     let dial = std::time::Duration::from_secs(2);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let (url, _relay) = local_relay();
     // The exposed service streams to each client until it goes, and swallows its input.
     let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let service_port = service.local_addr().unwrap().port();
@@ -1051,8 +1064,7 @@ fn bind_ends_streams_to_a_killed_peer_within_the_idle_timeout_and_stays_up() {
 #[test]
 fn beam_fails_clearly_when_the_other_side_is_killed_mid_beam() {
     use std::sync::atomic::Ordering;
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let (url, _relay) = local_relay();
     let dir = tempfile::tempdir().unwrap();
     let idle = IDLE.as_secs().to_string();
 
@@ -1167,8 +1179,7 @@ S(os.environ["ATEK_ASSIGNED_SOCKET_FILE"], H).serve_forever()
 /// that app of that home, which sees the Host the browser sent.
 #[test]
 fn the_home_names_every_p2p_caller_and_serves_its_apps_through_the_gateway() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let (url, _relay) = local_relay();
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let token = common::write_config(
@@ -1294,8 +1305,7 @@ fn head_echo_server() -> u16 {
 #[test]
 fn the_gateway_reaches_names_under_a_key_and_says_why_it_cannot() {
     let dial = std::time::Duration::from_secs(2);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let (url, _relay) = local_relay();
     let service_port = head_echo_server();
     let dir = tempfile::tempdir().unwrap();
 
@@ -1383,8 +1393,7 @@ fn the_gateway_reaches_names_under_a_key_and_says_why_it_cannot() {
 /// client sent under that name.
 #[test]
 fn bind_names_the_caller_on_every_http_request() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_map, url, _server) = rt.block_on(iroh::test_utils::run_relay_server()).unwrap();
+    let (url, _relay) = local_relay();
     // An HTTP server that answers each request with the caller-key headers it got, as a
     // JSON list of [name, value] pairs (what `caller_keys` reads).
     let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
