@@ -90,6 +90,7 @@ impl std::error::Error for RpcError {}
 #[derive(Debug, Deserialize)]
 pub struct IncomingRequest<'a> {
     /// Must be `"2.0"`.
+    #[serde(borrow)]
     pub jsonrpc: Cow<'a, str>,
     /// Absent for notifications.
     #[serde(default, borrow)]
@@ -116,6 +117,7 @@ impl IncomingRequest<'_> {
 #[derive(Debug, Deserialize)]
 pub struct IncomingResponse<'a> {
     /// Must be `"2.0"`.
+    #[serde(borrow)]
     pub jsonrpc: Cow<'a, str>,
     /// The result on success.
     #[serde(default, borrow)]
@@ -155,8 +157,15 @@ pub fn request_body(id: u64, method: &str, params_array: &str) -> String {
     out.push_str(r#"{"jsonrpc":"2.0","id":"#);
     out.push_str(itoa::Buffer::new().format(id));
     out.push_str(r#","method":"#);
-    // A method name is a JSON string; serialising one into a String cannot fail.
-    out.push_str(&serde_json::to_string(method).unwrap_or_default());
+    if method.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        // Nothing to escape (JSON escapes only quotes, backslashes and control characters).
+        out.push('"');
+        out.push_str(method);
+        out.push('"');
+    } else {
+        // A method name is a JSON string; serialising one into a String cannot fail.
+        out.push_str(&serde_json::to_string(method).unwrap_or_default());
+    }
     out.push_str(r#","params":"#);
     out.push_str(params_array);
     out.push('}');
@@ -181,6 +190,30 @@ mod tests {
             request_body(1, "get", r#"["x"]"#),
             r#"{"jsonrpc":"2.0","id":1,"method":"get","params":["x"]}"#
         );
+    }
+
+    #[test]
+    fn method_names_are_written_as_json_strings() {
+        // Every way a name can be written: plain, needing escapes, non-ASCII, and with the
+        // characters just past the ones JSON escapes.
+        for method in [
+            "get",
+            "a\"b",
+            "back\\slash",
+            "new\nline",
+            "tab\t\u{1}",
+            "ünï ✓",
+            " \u{7f}~",
+        ] {
+            let body = request_body(3, method, "[]");
+            let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(parsed["method"], method, "{body}");
+            let expected = format!(
+                r#"{{"jsonrpc":"2.0","id":3,"method":{},"params":[]}}"#,
+                serde_json::to_string(method).unwrap()
+            );
+            assert_eq!(body, expected, "as serde_json writes it");
+        }
     }
 
     #[test]

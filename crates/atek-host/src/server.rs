@@ -18,15 +18,25 @@ pub(crate) struct Site {
     router: Router,
 }
 
+/// Where the gateway answers.
+const GATEWAY_PATHS: [&str; 2] = ["/_atek/gateway", "/_atek/gateway/"];
+
+/// Whether `path` is the gateway's.
+pub(crate) fn is_gateway_path(path: &str) -> bool {
+    GATEWAY_PATHS.contains(&path)
+}
+
 /// The host's routes.
 pub(crate) fn site(state: Arc<HostState>) -> Site {
+    // `web::handle` serves POST (JSON-RPC) before the router; the route stays so that a
+    // 405 to another method names every method the gateway takes.
     let gateway = post(gateway::rpc::handle)
         .get(gateway::proxy::handle)
         .options(gateway::preflight);
     let login = get(|| async { web::pages::own_page(&web::pages::LOGIN) });
     let router = Router::new()
-        .route("/_atek/gateway", gateway.clone())
-        .route("/_atek/gateway/", gateway)
+        .route(GATEWAY_PATHS[0], gateway.clone())
+        .route(GATEWAY_PATHS[1], gateway)
         .route("/_atek/login", login.clone())
         .route("/_atek/login/", login)
         .route(

@@ -467,12 +467,41 @@ async fn send_and_read(
         }
     };
     let (parts, body) = resp.into_parts();
-    let bytes = Limited::new(body, limit)
-        .collect()
+    let bytes = read_whole(body, limit)
         .await
-        .map_err(|_| Retry::Failed(UpstreamError::Body { limit }))?
-        .to_bytes();
+        .map_err(|_| Retry::Failed(UpstreamError::Body { limit }))?;
     Ok((parts, bytes))
+}
+
+/// Reads a whole body of at most `limit` bytes. A body that comes in one piece (a JSON-RPC
+/// call or answer nearly always does) is returned as it is, with no copy.
+pub(crate) async fn read_whole<B>(body: B, limit: usize) -> Result<Bytes, axum::BoxError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
+    let mut body = std::pin::pin!(Limited::new(body, limit));
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers
+        };
+        match (&mut joined, &first) {
+            (Some(all), _) => all.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(head)) => {
+                let mut all = bytes::BytesMut::with_capacity(head.len() + data.len());
+                all.extend_from_slice(head);
+                all.extend_from_slice(&data);
+                joined = Some(all);
+            }
+        }
+    }
+    Ok(match joined {
+        Some(all) => all.freeze(),
+        None => first.unwrap_or_default(),
+    })
 }
 
 /// A request body hyper can send to a service.
@@ -557,6 +586,42 @@ pub async fn probe_head(endpoint: &Endpoint) -> Option<http::StatusCode> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A body that delivers `pieces` as data frames, then a trailers frame.
+    fn body_of(
+        pieces: &[&'static str],
+    ) -> impl hyper::body::Body<Data = Bytes, Error = std::convert::Infallible> {
+        let mut frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = pieces
+            .iter()
+            .map(|p| Ok(hyper::body::Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        frames.push(Ok(hyper::body::Frame::trailers(http::HeaderMap::new())));
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn whole_bodies_are_read_in_one_piece_or_many() {
+        for pieces in [&[][..], &["{}"], &["{\"a\"", ":", "", "1}"], &["", "x"]] {
+            let got = read_whole(body_of(pieces), 100).await.unwrap();
+            assert_eq!(got, pieces.concat(), "{pieces:?}");
+        }
+        let one = Bytes::from_static(b"no copy");
+        let got = read_whole(Full::new(one.clone()), 100).await.unwrap();
+        assert_eq!(
+            got.as_ptr(),
+            one.as_ptr(),
+            "a body in one piece is not copied"
+        );
+
+        assert!(
+            read_whole(body_of(&["12345", "6"]), 5).await.is_err(),
+            "over the limit"
+        );
+        assert_eq!(
+            read_whole(body_of(&["12", "345"]), 5).await.unwrap(),
+            "12345"
+        );
+    }
 
     /// A server that answers one request per connection with a keep-alive response, then
     /// closes the connection after `linger` (what Node does to idle connections after 5 s).

@@ -12,9 +12,9 @@ use atek_api::jsonrpc::{self, IncomingRequest, IncomingResponse, RpcError, codes
 use atek_api::services::Transport;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use serde_json::value::RawValue;
 
 use super::{GatewayError, api_param};
@@ -34,17 +34,35 @@ const ANONYMOUS: [(&str, &str); 2] = [
     ("atek.cloud/user-sessions-api", "login"),
 ];
 
-/// `POST /_atek/gateway`.
-pub async fn handle(
-    State(host): State<Arc<HostState>>,
+/// `POST /_atek/gateway` as a route of the router. [`crate::web::handle`] calls [`serve`]
+/// itself before the router; this stays for requests that reach the router.
+pub async fn handle(State(host): State<Arc<HostState>>, req: Request<Body>) -> Response {
+    let meta = req.extensions().get::<RequestMeta>().cloned();
+    serve(&host, meta.as_ref(), req).await
+}
+
+/// Answers a `POST /_atek/gateway`.
+pub(crate) async fn serve(
+    host: &HostState,
+    meta: Option<&RequestMeta>,
+    req: Request<Body>,
+) -> Response {
+    match serve_inner(host, meta, req).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn serve_inner(
+    host: &HostState,
+    meta: Option<&RequestMeta>,
     req: Request<Body>,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
     let api = api_param(parts.uri.query()).ok_or(GatewayError::MissingApi)?;
-    let caller = crate::auth::authenticate(&host, headers, &crate::users::Scope::Host);
-    let meta = parts.extensions.get::<RequestMeta>();
-    let cors = super::cors_origin(&host, meta, headers, &api, Transport::Rpc);
+    let caller = crate::auth::authenticate(host, headers, &crate::users::Scope::Host);
+    let cors = super::cors_origin(host, meta, headers, &api, Transport::Rpc);
     // Only a bearer token proves the call is not a page of another site: a cookie or no
     // credentials at all (an anonymous login would plant a session) are checked.
     if caller.as_ref().is_none_or(|c| c.session) && cors.refused {
@@ -59,8 +77,7 @@ pub async fn handle(
     {
         return Err(GatewayError::TooLarge { limit });
     }
-    let bytes = Limited::new(body, limit)
-        .collect()
+    let bytes = crate::upstream::read_whole(body, limit)
         .await
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
@@ -68,12 +85,11 @@ pub async fn handle(
             } else {
                 GatewayError::BadRequest(format!("the request body could not be read: {e}"))
             }
-        })?
-        .to_bytes();
+        })?;
 
     let text = std::str::from_utf8(&bytes).map_err(|_| GatewayError::NotJson)?;
     let ctx = CallContext::new(caller, meta, headers);
-    let mut response = answer(&host, &ctx, &api, text).await?;
+    let mut response = answer(host, &ctx, &api, text).await?;
     if let Some(cookie) = ctx.take_cookie() {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
@@ -90,42 +106,8 @@ async fn answer(
 ) -> Result<Response, GatewayError> {
     let caller = ctx.caller.as_ref();
     if text.trim_start().starts_with('[') {
-        let items: Vec<&RawValue> =
-            serde_json::from_str(text).map_err(|_| GatewayError::NotJson)?;
-        let requests: Vec<Option<IncomingRequest<'_>>> =
-            items.iter().map(|raw| parse_request(raw.get())).collect();
-        let allowed = caller.is_some()
-            || requests
-                .iter()
-                .all(|r| r.as_ref().is_some_and(|r| is_anonymous(api, &r.method)));
-        if !allowed {
-            return Err(GatewayError::Unauthorized);
-        }
-        if requests.is_empty() {
-            return Ok(json_ok(invalid_request()));
-        }
-        if requests.len() > MAX_BATCH {
-            let error = RpcError::new(
-                codes::INVALID_REQUEST,
-                format!(
-                    "a batch of {} calls is over the limit of {MAX_BATCH}; split it",
-                    requests.len()
-                ),
-            );
-            return Ok(json_ok(jsonrpc::error_body("null", &error)));
-        }
-        let answers = futures_util::future::join_all(requests.iter().map(|r| async {
-            match r {
-                Some(r) => call(host, ctx, api, r).await,
-                None => Some(invalid_request()),
-            }
-        }))
-        .await;
-        let answers: Vec<String> = answers.into_iter().flatten().collect();
-        if answers.is_empty() {
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
-        return Ok(json_ok(format!("[{}]", answers.join(","))));
+        // Boxed, as every rare path here: the future of a single call stays small.
+        return Box::pin(answer_batch(host, ctx, api, text)).await;
     }
 
     let Some(request) = parse_request(text) else {
@@ -146,6 +128,51 @@ async fn answer(
     })
 }
 
+/// Answers a batch: its calls are made at once, and answered in order.
+async fn answer_batch(
+    host: &HostState,
+    ctx: &CallContext<'_>,
+    api: &str,
+    text: &str,
+) -> Result<Response, GatewayError> {
+    let caller = ctx.caller.as_ref();
+    let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| GatewayError::NotJson)?;
+    let requests: Vec<Option<IncomingRequest<'_>>> =
+        items.iter().map(|raw| parse_request(raw.get())).collect();
+    let allowed = caller.is_some()
+        || requests
+            .iter()
+            .all(|r| r.as_ref().is_some_and(|r| is_anonymous(api, &r.method)));
+    if !allowed {
+        return Err(GatewayError::Unauthorized);
+    }
+    if requests.is_empty() {
+        return Ok(json_ok(invalid_request()));
+    }
+    if requests.len() > MAX_BATCH {
+        let error = RpcError::new(
+            codes::INVALID_REQUEST,
+            format!(
+                "a batch of {} calls is over the limit of {MAX_BATCH}; split it",
+                requests.len()
+            ),
+        );
+        return Ok(json_ok(jsonrpc::error_body("null", &error)));
+    }
+    let answers = futures_util::future::join_all(requests.iter().map(|r| async {
+        match r {
+            Some(r) => call(host, ctx, api, r).await,
+            None => Some(invalid_request()),
+        }
+    }))
+    .await;
+    let answers: Vec<String> = answers.into_iter().flatten().collect();
+    if answers.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(json_ok(format!("[{}]", answers.join(","))))
+}
+
 fn is_anonymous(api: &str, method: &str) -> bool {
     ANONYMOUS.iter().any(|(a, m)| *a == api && *m == method)
 }
@@ -164,15 +191,12 @@ fn invalid_request() -> String {
 }
 
 fn json_ok(body: String) -> Response {
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Routes one request; None for a notification.
@@ -192,44 +216,61 @@ async fn call(
             ),
         )),
         Some(Provider::Host(kind)) => {
-            crate::apis::call(host, ctx, kind, &request.method, request.params_array())
-                .await
-                .map(|value| value.to_string())
+            let method = &request.method;
+            Box::pin(crate::apis::call(
+                host,
+                ctx,
+                kind,
+                method,
+                request.params_array(),
+            ))
+            .await
+            .map(|value| id.map(|id| jsonrpc::success_body(id, &value.to_string())))
         }
         Some(Provider::Service(export)) => {
             forward(host, ctx.caller.as_deref(), &export, api, request).await
         }
     };
-    let id = id?;
-    Some(match outcome {
-        Ok(result) => jsonrpc::success_body(id, &result),
-        Err(error) => jsonrpc::error_body(id, &error),
-    })
+    match outcome {
+        Ok(body) => body,
+        Err(error) => id.map(|id| jsonrpc::error_body(id, &error)),
+    }
 }
 
-/// Sends the call to a service and returns its raw result, or the error to report.
+/// Sends the call to a service and returns the answer to give the caller (None for a
+/// notification), or the error to report.
 async fn forward(
     host: &HostState,
     caller: Option<&crate::auth::Caller>,
     export: &ServiceExport,
     api: &str,
     request: &IncomingRequest<'_>,
-) -> Result<String, RpcError> {
+) -> Result<Option<String>, RpcError> {
     let rpc_id = host.next_rpc_id.fetch_add(1, Ordering::Relaxed);
     let body = jsonrpc::request_body(rpc_id, &request.method, request.params_array());
     let server_error = |message: String| RpcError::new(codes::SERVER_ERROR, message);
-    let mut req = Request::post(export.path.clone())
-        .header(header::HOST, "localhost")
-        .header(header::CONTENT_TYPE, "application/json");
+    // Built in place rather than with `Request::builder`, which moves the request's parts
+    // along at every header.
+    let mut req = Request::new(Full::new(Bytes::from(body)));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = export.path.clone();
+    let headers = req.headers_mut();
+    headers.insert(header::HOST, HeaderValue::from_static("localhost"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Some(caller) = caller {
-        req = req.header(super::AUTH_USER, caller.user.as_str()).header(
+        let value = |key: &str| {
+            HeaderValue::from_str(key)
+                .map_err(|e| server_error(format!("cannot build the request: {e}")))
+        };
+        headers.insert(super::AUTH_USER, value(caller.user.as_str())?);
+        headers.insert(
             super::AUTH_SERVICE,
-            caller.service_for(&export.key).as_str(),
+            value(caller.service_for(&export.key).as_str())?,
         );
     }
-    let req = req
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| server_error(format!("cannot build the request: {e}")))?;
 
     let timeout = host.config.gateway_timeout;
     let max = host.config.max_response_bytes;
@@ -273,11 +314,11 @@ async fn forward(
     if response.jsonrpc != "2.0" {
         return Err(parse_error());
     }
-    match (response.error, response.result) {
-        (Some(error), _) => Err(error),
-        (None, Some(result)) => Ok(result.get().to_owned()),
-        (None, None) => Ok("null".to_owned()),
+    if let Some(error) = response.error {
+        return Err(error);
     }
+    let result = response.result.map_or("null", RawValue::get);
+    Ok(request.id.map(|id| jsonrpc::success_body(id.get(), result)))
 }
 
 /// The innermost cause, which is what a person can act on (`Connection refused`).
