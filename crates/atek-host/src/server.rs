@@ -3,10 +3,13 @@
 //! never reaches this router. On the host's domain, paths under `/_atek/` are the host's;
 //! everything else is the user's main service.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::routing::{get, post};
+use tokio::sync::mpsc;
 
 use crate::host::HostState;
 use crate::{gateway, web};
@@ -49,33 +52,36 @@ pub(crate) fn site(state: Arc<HostState>) -> Site {
     Site { state, router }
 }
 
-/// Serves HTTP on `threads` event loops, nginx style: the calling task's runtime is the
-/// first, each other is a thread with a single-threaded runtime of its own, and all accept
-/// from the same listening socket. A connection, and every upstream connection opened for
-/// it, stays on one thread, so no request pays for work stealing or cross-thread wakeups.
-/// Returns once `cancel` fired and every thread drained its connections.
+/// Serves HTTP on `threads` event loops: the calling task's runtime is the first, and each
+/// other is a thread with a single-threaded runtime of its own. The first accepts every
+/// connection and hands it to the loop with the fewest open connections. A connection, and
+/// every upstream connection opened for it, stays on its loop, so no request pays for work
+/// stealing or cross-thread wakeups.
+///
+/// Handing connections out, rather than letting every loop accept from the socket, keeps
+/// the loops evenly loaded: a loop that accepts a burst of connections (a browser opening
+/// six, a client opening 32) takes them all before the others wake, and then serves them
+/// on one core while the others idle. Measured with 32 connections on 2 cores, that was a
+/// fifth of the throughput lost on about half of the runs.
+///
+/// Returns once `cancel` fired and every loop drained its connections.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     site: Site,
     cancel: tokio_util::sync::CancellationToken,
     threads: usize,
 ) {
-    // Each thread registers its own copy of the socket with its own event loop.
-    let shared = match listener.into_std() {
-        Ok(std) => std,
-        Err(e) => return tracing::error!(error = %e, "cannot take over the listening socket"),
-    };
+    let mut loops = vec![Loop::default()];
     let mut joins = Vec::new();
     for index in 1..threads.max(1) {
-        let clone = match shared.try_clone() {
-            Ok(clone) => clone,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot share the listening socket; serving on fewer threads");
-                break;
-            }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        let worker = Worker {
+            incoming: rx,
+            site: site.clone(),
+            cancel: cancel.clone(),
+            open: open.clone(),
         };
-        let site = site.clone();
-        let cancel = cancel.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("atek-http-{index}"))
             .spawn(move || {
@@ -87,43 +93,25 @@ pub(crate) async fn serve(
                     Err(e) => return tracing::error!(error = %e, "cannot start an HTTP thread"),
                 };
                 crate::upstream::set_thread_index(index);
-                runtime.block_on(async move {
-                    match tokio::net::TcpListener::from_std(clone) {
-                        Ok(listener) => accept_loop(listener, site, cancel).await,
-                        Err(e) => tracing::error!(error = %e, "cannot listen on an HTTP thread"),
-                    }
-                });
+                runtime.block_on(worker.run());
             });
         match spawned {
-            Ok(join) => joins.push(join),
+            Ok(join) => {
+                joins.push(join);
+                loops.push(Loop {
+                    hand_to: Some(tx),
+                    open,
+                });
+            }
             Err(e) => tracing::warn!(error = %e, "cannot start an HTTP thread"),
         }
     }
-    let listener = match tokio::net::TcpListener::from_std(shared) {
-        Ok(listener) => listener,
-        Err(e) => return tracing::error!(error = %e, "cannot listen"),
-    };
-    accept_loop(listener, site, cancel).await;
-    for join in joins {
-        let _ = tokio::task::spawn_blocking(move || join.join()).await;
-    }
-}
-
-/// Accepts connections until `cancel` fires, then lets open ones finish their current
-/// request. HTTP/1.1 only (what Atek's clients speak), with upgrades for WebSockets, and
-/// `TCP_NODELAY` so a small response is never held back waiting for an ACK.
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    site: Site,
-    cancel: tokio_util::sync::CancellationToken,
-) {
-    use hyper_util::rt::TokioIo;
 
     let builder = http1_builder();
     let connections = tokio_util::task::TaskTracker::new();
     tokio::spawn(keep_a_timer_ahead(cancel.clone()));
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -135,42 +123,164 @@ async fn accept_loop(
             },
             _ = cancel.cancelled() => break,
         };
-        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
-        let service = {
-            let site = site.clone();
-            let peer = peer.ip();
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                let site = site.clone();
-                // Only a request that came over p2p names a caller's key.
-                crate::p2p::strip_caller(req.headers_mut());
-                async move {
-                    Ok::<_, std::convert::Infallible>(
-                        web::handle(site.state, site.router, req, peer).await,
-                    )
-                }
-            })
-        };
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let cancel = cancel.clone();
-        connections.spawn(async move {
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::trace!(error = %e, "connection ended");
+        let index = least_busy(&loops);
+        let stream = match &loops[index].hand_to {
+            None => stream,
+            Some(tx) => {
+                let std = match stream.into_std() {
+                    Ok(std) => std,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot hand a connection to another thread");
+                        continue;
                     }
-                    return;
+                };
+                loops[index].open.fetch_add(1, Ordering::Relaxed);
+                let Err(mpsc::error::SendError((std, _))) = tx.send((std, peer)) else {
+                    continue;
+                };
+                // That loop's thread is gone: this loop serves its share from now on.
+                tracing::warn!("an HTTP thread stopped; its connections go to another");
+                loops.remove(index);
+                match tokio::net::TcpStream::from_std(std) {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take back a connection");
+                        continue;
+                    }
                 }
-                _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
             }
-            let _ = conn.await;
-        });
+        };
+        let open = loops[0].open.clone();
+        open.fetch_add(1, Ordering::Relaxed);
+        connections.spawn(serve_connection(
+            &builder,
+            stream,
+            peer,
+            site.clone(),
+            cancel.clone(),
+            open,
+        ));
     }
+    // Closing the channels tells the other loops that no more connections are coming.
+    drop(loops);
     connections.close();
     connections.wait().await;
+    for join in joins {
+        let _ = tokio::task::spawn_blocking(move || join.join()).await;
+    }
+}
+
+/// The loop with the fewest open connections (the first of those tied).
+fn least_busy(loops: &[Loop]) -> usize {
+    loops
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, l)| l.open.load(Ordering::Relaxed))
+        .map_or(0, |(index, _)| index)
+}
+
+/// A connection handed to another loop, with its client's address.
+type Handed = (std::net::TcpStream, SocketAddr);
+
+/// An event loop as the accepting loop sees it.
+#[derive(Default)]
+struct Loop {
+    /// Where to send it connections; None for the accepting loop itself.
+    hand_to: Option<mpsc::UnboundedSender<Handed>>,
+    /// Its open connections.
+    open: Arc<AtomicUsize>,
+}
+
+/// An event loop on a thread of its own, serving the connections it is handed.
+struct Worker {
+    incoming: mpsc::UnboundedReceiver<Handed>,
+    site: Site,
+    cancel: tokio_util::sync::CancellationToken,
+    open: Arc<AtomicUsize>,
+}
+
+impl Worker {
+    /// Serves connections until the accepting loop stops handing them out, then lets open
+    /// ones finish their current request.
+    async fn run(mut self) {
+        let builder = http1_builder();
+        let connections = tokio_util::task::TaskTracker::new();
+        tokio::spawn(keep_a_timer_ahead(self.cancel.clone()));
+        while let Some((std, peer)) = self.incoming.recv().await {
+            match tokio::net::TcpStream::from_std(std) {
+                Ok(stream) => {
+                    connections.spawn(serve_connection(
+                        &builder,
+                        stream,
+                        peer,
+                        self.site.clone(),
+                        self.cancel.clone(),
+                        self.open.clone(),
+                    ));
+                }
+                Err(e) => {
+                    self.open.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "cannot take over a connection");
+                }
+            }
+        }
+        connections.close();
+        connections.wait().await;
+    }
+}
+
+/// Serves one connection (HTTP/1.1 only, what Atek's clients speak, with upgrades for
+/// WebSockets) until it ends, or until `cancel` fires and its current request is answered.
+/// `open` counts it while it lasts (the caller counted it in).
+fn serve_connection(
+    builder: &hyper::server::conn::http1::Builder,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    site: Site,
+    cancel: tokio_util::sync::CancellationToken,
+    open: Arc<AtomicUsize>,
+) -> impl std::future::Future<Output = ()> + 'static {
+    use hyper_util::rt::TokioIo;
+
+    let peer = peer.ip();
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let site = site.clone();
+            // Only a request that came over p2p names a caller's key.
+            crate::p2p::strip_caller(req.headers_mut());
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    web::handle(site.state, site.router, req, peer).await,
+                )
+            }
+        });
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    async move {
+        let _counted = Counted(open);
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::trace!(error = %e, "connection ended");
+                }
+                return;
+            }
+            _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
+    }
+}
+
+/// Counts a connection out of its loop's open connections when it ends.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Answers HTTP/1.1 (with upgrades for WebSockets) on a stream a p2p peer opened, as on a
@@ -239,5 +349,27 @@ async fn keep_a_timer_ahead(cancel: tokio_util::sync::CancellationToken) {
             _ = tokio::time::sleep(tick) => {}
             _ = cancel.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_go_to_the_least_busy_loop() {
+        let loops: Vec<Loop> = (0..3).map(|_| Loop::default()).collect();
+        let mut chosen = Vec::new();
+        // A burst of connections spreads evenly.
+        for _ in 0..6 {
+            let index = least_busy(&loops);
+            loops[index].open.fetch_add(1, Ordering::Relaxed);
+            chosen.push(index);
+        }
+        assert_eq!(chosen, [0, 1, 2, 0, 1, 2]);
+        // A loop whose connections ended gets the next ones.
+        loops[1].open.store(0, Ordering::Relaxed);
+        assert_eq!(least_busy(&loops), 1);
+        assert_eq!(least_busy(&[Loop::default()]), 0);
     }
 }
