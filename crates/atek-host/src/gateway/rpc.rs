@@ -34,8 +34,8 @@ const ANONYMOUS: [(&str, &str); 2] = [
     ("atek.cloud/user-sessions-api", "login"),
 ];
 
-/// `POST /_atek/gateway` as a route of the router. [`crate::web::handle`] calls [`serve`]
-/// itself before the router; this stays for requests that reach the router.
+/// `POST /_atek/gateway` as a route of the router. The host's dispatcher (`web::handle`)
+/// serves these calls itself before the router; this stays for requests that reach it.
 pub async fn handle(State(host): State<Arc<HostState>>, req: Request<Body>) -> Response {
     let meta = req.extensions().get::<RequestMeta>().cloned();
     serve(&host, meta.as_ref(), req).await
