@@ -106,8 +106,10 @@ async fn answer(
 ) -> Result<Response, GatewayError> {
     let caller = ctx.caller.as_ref();
     if text.trim_start().starts_with('[') {
+        let items: Vec<&RawValue> =
+            serde_json::from_str(text).map_err(|_| GatewayError::NotJson)?;
         // Boxed, as every rare path here: the future of a single call stays small.
-        return Box::pin(answer_batch(host, ctx, api, text)).await;
+        return Box::pin(answer_batch(host, ctx, api, items)).await;
     }
 
     let Some(request) = parse_request(text) else {
@@ -133,10 +135,9 @@ async fn answer_batch(
     host: &HostState,
     ctx: &CallContext<'_>,
     api: &str,
-    text: &str,
+    items: Vec<&RawValue>,
 ) -> Result<Response, GatewayError> {
     let caller = ctx.caller.as_ref();
-    let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| GatewayError::NotJson)?;
     let requests: Vec<Option<IncomingRequest<'_>>> =
         items.iter().map(|raw| parse_request(raw.get())).collect();
     let allowed = caller.is_some()
