@@ -82,16 +82,20 @@ pub(crate) async fn serve(
             cancel: cancel.clone(),
             open: open.clone(),
         };
+        // Built here, so that a loop joins only once it can run.
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start an HTTP thread");
+                continue;
+            }
+        };
         let spawned = std::thread::Builder::new()
             .name(format!("atek-http-{index}"))
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => return tracing::error!(error = %e, "cannot start an HTTP thread"),
-                };
                 crate::upstream::set_thread_index(index);
                 runtime.block_on(worker.run());
             });
@@ -244,11 +248,18 @@ fn serve_connection(
     use hyper_util::rt::TokioIo;
 
     let peer = peer.ip();
+    let held = OpenConnection::new(open);
+    let for_upgrades = held.clone();
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let site = site.clone();
             // Only a request that came over p2p names a caller's key.
             crate::p2p::strip_caller(req.headers_mut());
+            if req.headers().contains_key(http::header::UPGRADE) {
+                // A WebSocket outlives this connection's task: whatever carries it on
+                // holds the count (see `gateway::proxy::splice`).
+                req.extensions_mut().insert(for_upgrades.clone());
+            }
             async move {
                 Ok::<_, std::convert::Infallible>(
                     web::handle(site.state, site.router, req, peer).await,
@@ -259,7 +270,7 @@ fn serve_connection(
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     async move {
-        let _counted = Counted(open);
+        let _held = held;
         tokio::pin!(conn);
         tokio::select! {
             result = conn.as_mut() => {
@@ -274,7 +285,24 @@ fn serve_connection(
     }
 }
 
-/// Counts a connection out of its loop's open connections when it ends.
+/// Keeps a connection counted in its loop's open connections while it lives: held by the
+/// connection's task and, once it switched protocols (a WebSocket), by the task that
+/// carries it on.
+#[derive(Clone)]
+pub(crate) struct OpenConnection {
+    /// Only dropped, never read.
+    _counted: Arc<Counted>,
+}
+
+impl OpenConnection {
+    fn new(open: Arc<AtomicUsize>) -> Self {
+        Self {
+            _counted: Arc::new(Counted(open)),
+        }
+    }
+}
+
+/// Counts a connection out of its loop's open connections when dropped.
 struct Counted(Arc<AtomicUsize>);
 
 impl Drop for Counted {
@@ -371,5 +399,16 @@ mod tests {
         loops[1].open.store(0, Ordering::Relaxed);
         assert_eq!(least_busy(&loops), 1);
         assert_eq!(least_busy(&[Loop::default()]), 0);
+    }
+
+    #[test]
+    fn an_upgraded_connection_stays_counted_until_its_carrier_ends() {
+        let open = Arc::new(AtomicUsize::new(1));
+        let held = OpenConnection::new(open.clone());
+        let carrier = held.clone();
+        drop(held); // the connection's task ended at the upgrade
+        assert_eq!(open.load(Ordering::Relaxed), 1, "the WebSocket still runs");
+        drop(carrier);
+        assert_eq!(open.load(Ordering::Relaxed), 0);
     }
 }

@@ -23,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use super::{GatewayError, api_param};
 use crate::broker::Provider;
 use crate::host::HostState;
+use crate::server::OpenConnection;
 use crate::web::RequestMeta;
 
 /// Handshake headers passed from the client to the service.
@@ -138,22 +139,27 @@ pub async fn handle(
         .body(Body::empty())
         .map_err(|e| GatewayError::BadUpstream(format!("bad handshake from the service: {e}")))?;
 
+    let held = req.extensions_mut().remove::<OpenConnection>();
     splice(
         hyper::upgrade::on(&mut req),
         hyper::upgrade::on(upstream_resp),
         export.id.clone(),
+        held,
     );
     Ok(response)
 }
 
 /// Once both sides have switched protocols, copies bytes between them until either ends
-/// (the gateway's proxy transport and WebSockets to apps on their subdomains).
+/// (the gateway's proxy transport and WebSockets to apps on their subdomains). `held`, the
+/// client connection's place in its event loop's count, is kept until then.
 pub(crate) fn splice(
     client: hyper::upgrade::OnUpgrade,
     service: hyper::upgrade::OnUpgrade,
     id: atek_core::ServiceId,
+    held: Option<OpenConnection>,
 ) {
     tokio::spawn(async move {
+        let _held = held;
         let (client, service) = match tokio::try_join!(client, service) {
             Ok(pair) => pair,
             Err(e) => {

@@ -686,7 +686,8 @@ async fn relay_upgrade(
         return failed("this connection cannot switch protocols".to_owned());
     };
     let service = hyper::upgrade::on(upstream_resp);
-    crate::gateway::proxy::splice(client, service, route.id.clone());
+    let held = parts.extensions.remove::<crate::server::OpenConnection>();
+    crate::gateway::proxy::splice(client, service, route.id.clone(), held);
     response
 }
 
