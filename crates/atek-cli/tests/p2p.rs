@@ -1388,6 +1388,69 @@ fn the_gateway_reaches_names_under_a_key_and_says_why_it_cannot() {
     assert!(asked.elapsed() < dial + MARGIN, "{:?}", asked.elapsed());
 }
 
+/// `atek gateway` whose peer is SIGKILLed after answering: the next request through the
+/// gateway (on the connection it keeps to that peer, which no close ever reaches) gets a
+/// 502 naming the key within the idle timeout plus margin, not a hang; the gateway stays
+/// up, and a request after that gets its 502 within the dial timeout.
+#[test]
+fn the_gateway_answers_502_when_its_peer_vanishes() {
+    let dial = std::time::Duration::from_secs(2);
+    let idle = IDLE.as_secs().to_string();
+    let (url, _relay) = local_relay();
+    let service_port = head_echo_server();
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut peer_cmd = atek(dir.path());
+    peer_cmd.args([
+        "bind",
+        "-p",
+        &service_port.to_string(),
+        "--host",
+        "127.0.0.1",
+    ]);
+    peer_cmd.args(["--idle-timeout", &idle]);
+    on_relay(&mut peer_cmd, &url);
+    let (peer, _, peer_err) = start(peer_cmd, Vec::new());
+    let mut peer = KillOnDrop(peer);
+    let exposed = line_after(&peer_err, "▶ Exposing ");
+    let key = exposed.rsplit(' ').next().unwrap().to_owned();
+
+    let mut gateway_cmd = atek(dir.path());
+    gateway_cmd.args(["gateway", "-p", "0", "--domain", "atek.test"]);
+    gateway_cmd.args(["--timeout", &dial.as_secs().to_string()]);
+    gateway_cmd.args(["--idle-timeout", &idle]);
+    on_relay(&mut gateway_cmd, &url);
+    let (gateway, _, gateway_err) = start(gateway_cmd, Vec::new());
+    let mut gateway = KillOnDrop(gateway);
+    let listening = line_after(&gateway_err, "▶ Gateway listening on http://127.0.0.1:");
+    let port: u16 = listening.split(' ').next().unwrap().parse().unwrap();
+    let host = format!("Host: {key}.atek.test:{port}\r\n");
+
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (head, body) = exchange(&mut tcp, "/before", &host);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}{body}");
+
+    peer.0.kill().unwrap(); // SIGKILL: no QUIC close reaches the gateway
+    let _ = peer.0.wait();
+    for (what, limit) in [("first", IDLE + dial + MARGIN), ("next", dial + MARGIN)] {
+        let asked = std::time::Instant::now();
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(limit)).unwrap();
+        let (head, body) = exchange(&mut tcp, "/after", &host);
+        eprintln!("{what} request after the kill: {:?}", asked.elapsed());
+        assert!(head.starts_with("HTTP/1.1 502"), "{what}: {head}{body}");
+        assert!(
+            body.contains(&key),
+            "{what}: the page names the peer: {body}"
+        );
+        assert!(asked.elapsed() < limit, "{what}: {:?}", asked.elapsed());
+        assert!(
+            gateway.0.try_wait().unwrap().is_none(),
+            "the gateway exited"
+        );
+    }
+}
+
 /// `atek bind -p` in front of an HTTP server: every request of a kept-alive connection
 /// reaches it with `Atek-Remote-Public-Key` naming the forwarding node, once, whatever the
 /// client sent under that name.
