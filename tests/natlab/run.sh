@@ -56,6 +56,16 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
 	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+	# PIDS holds the subshells that ran `in_ns … &`; what they started (the relay, a listener
+	# nobody dialed) runs on in its namespace, so everything still there is stopped too.
+	local n left
+	for n in "${NS[@]}"; do ip netns pids "$ID-$n" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
+	for _ in $(seq 50); do
+		left=$(for n in "${NS[@]}"; do ip netns pids "$ID-$n" 2>/dev/null; done)
+		[[ -z $left ]] && break
+		sleep 0.1
+	done
+	[[ -z $left ]] || echo "$left" | xargs -r kill -KILL 2>/dev/null || true
 	for n in "${NS[@]}"; do ip netns del "$ID-$n" 2>/dev/null || true; done
 	if [[ ${NATLAB_KEEP:-0} == 1 ]]; then say "kept $WORK"; else rm -rf "$WORK"; fi
 }
