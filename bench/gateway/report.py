@@ -14,9 +14,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from atek import (  # noqa: E402
-    bench_meta, bench_settings, check, find_median, fmt_rps, fmt_us, medians, parse_wrk,
-    print_checks, print_head, print_machine, print_progress, read_runs, report_main,
-    write_result,
+    add_cpu, bench_meta, bench_settings, check, cpu_medians, cpu_progress, find_median,
+    fmt_cpu, fmt_rps, fmt_us, medians, parse_wrk, print_checks, print_head, print_machine,
+    print_progress, read_runs, report_main, write_result,
 )
 
 ROWS = ("gateway", "direct", "nginx")
@@ -37,9 +37,10 @@ def line(path):
     r = parse_wrk(open(path).read())
     m = NAME_RE.match(os.path.basename(path))
     label = f"{m['row']:<8} c={m['conns']:<3} run {m['run']}" if m else path
-    extra = ""
+    add_cpu(r, path)
+    extra = cpu_progress(r, m["row"] if m else None)
     if r["non2xx"] or r["socket_errors"]:
-        extra = f"  (non-2xx {r['non2xx']}, socket errors {r['socket_errors']})"
+        extra += f"  (non-2xx {r['non2xx']}, socket errors {r['socket_errors']})"
     print_progress(label, r, extra)
     return 0
 
@@ -51,9 +52,12 @@ def upstream_transport():
 
 def summary(directory, out_path):
     # The gateway's results have no `bytes` per run (its answers are all the same size).
+    def add(r, key, path):
+        r.pop("bytes")
+        add_cpu(r, path)
+
     runs = read_runs(directory, NAME_RE,
-                     lambda m: (m["row"], int(m["conns"]), int(m["threads"])),
-                     lambda r, key, path: r.pop("bytes"))
+                     lambda m: (m["row"], int(m["conns"]), int(m["threads"])), add)
 
     rows = []
     for key in sorted(runs, key=lambda k: (k[1], ROWS.index(k[0]) if k[0] in ROWS else 99)):
@@ -65,7 +69,7 @@ def summary(directory, out_path):
             "connections": conns,
             "threads": threads,
             "runs": rs,
-            "median": medians(rs),
+            "median": {**medians(rs), **cpu_medians(rs, row)},
             "non2xx": sum(r["non2xx"] for r in rs),
             "socket_errors": sum(r["socket_errors"] for r in rs),
         })
@@ -75,13 +79,16 @@ def summary(directory, out_path):
 
     seconds, n_runs = bench_settings()
     print_head(f"Gateway benchmark: JSON-RPC `echo`, loopback, median of {n_runs} runs x {seconds} s each",
-               f"{'row':<8} {'conns':>5} {'threads':>7} {'req/s':>10} {'p50':>10} {'p99':>10}   path",
+               f"{'row':<8} {'conns':>5} {'threads':>7} {'req/s':>10} {'p50':>10} {'p99':>10} "
+               f"{'proxy CPU':>10} {'app CPU':>9}   path",
                40)
     for r in rows:
         m = r["median"]
         flag = "  !! errors" if r["non2xx"] or r["socket_errors"] else ""
         print(f"{r['row']:<8} {r['connections']:>5} {r['threads']:>7} {fmt_rps(m['rps']):>10} "
-              f"{fmt_us(m['p50_us']):>10} {fmt_us(m['p99_us']):>10}   {r['path']}{flag}")
+              f"{fmt_us(m['p50_us']):>10} {fmt_us(m['p99_us']):>10} "
+              f"{fmt_cpu(m['proxy_cpu_us_per_request']):>10} "
+              f"{fmt_cpu(m['app_cpu_us_per_request']):>9}   {r['path']}{flag}")
 
     ratios = {}
     checks = []
@@ -109,6 +116,13 @@ def summary(directory, out_path):
             info.append(f"{row}/direct p50 c=1 {r1['p50_us'] / d1['p50_us']:.2f}x")
     if info:
         print("for scale: " + ", ".join(info))
+    # The steadier signal on a busy machine: what each proxy spends per call.
+    cpu = {row: (med(row, 32) or {}).get("proxy_cpu_us_per_request") for row in ("gateway", "nginx")}
+    if cpu["gateway"] and cpu["nginx"]:
+        ratios["gateway_over_nginx_cpu_c32"] = cpu["gateway"] / cpu["nginx"]
+        print(f"CPU per call at c=32 (user + system, from /proc/PID/stat): gateway "
+              f"{fmt_us(cpu['gateway'])}, nginx {fmt_us(cpu['nginx'])} "
+              f"({cpu['gateway'] / cpu['nginx']:.2f}x)")
 
     # An unknown CPU has always been "" in the gateway's results.
     mach = print_machine(unknown_cpu="")

@@ -67,9 +67,11 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $TOKEN"
 EOF
 
-# wrk_run ROW_INDEX CONNS SECONDS OUTFILE
+find_cpu_pids
+
+# wrk_run ROW_INDEX CONNS SECONDS OUTFILE (and OUTFILE.cpu, see with_cpu)
 wrk_run() {
-	run_wrk "$4" "${ROW_NAMES[$1]}" "$2" "$3" -s "$WORK/post.lua" "${ROW_URLS[$1]}"
+	with_cpu "$4" "${ROW_NAMES[$1]}" run_wrk "$4" "${ROW_NAMES[$1]}" "$2" "$3" -s "$WORK/post.lua" "${ROW_URLS[$1]}"
 }
 
 if ((BENCH_WARMUP > 0)); then

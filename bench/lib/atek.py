@@ -545,6 +545,46 @@ def medians(runs):
     }
 
 
+def add_cpu(r, path):
+    """Adds proxy_cpu_us and app_cpu_us (CPU time per completed request) to the run `r`
+    from FILE.cpu ("PROXY_TICKS APP_TICKS CLK_TCK", written by common.sh's with_cpu)."""
+    try:
+        proxy, app, tck = (int(x) for x in open(path + ".cpu").read().split())
+    except (OSError, ValueError):
+        return
+    if r["requests"] and tck:
+        r["proxy_cpu_us"] = proxy * 1e6 / tck / r["requests"]
+        r["app_cpu_us"] = app * 1e6 / tck / r["requests"]
+
+
+def cpu_medians(runs, row):
+    """The median CPU per request of the proxy (None for the direct row, which has none)
+    and of the app over `runs`."""
+    def median_of(field):
+        values = [r[field] for r in runs if field in r]
+        if not values or (field == "proxy_cpu_us" and row == "direct"):
+            return None
+        return statistics.median(values)
+    return {
+        "proxy_cpu_us_per_request": median_of("proxy_cpu_us"),
+        "app_cpu_us_per_request": median_of("app_cpu_us"),
+    }
+
+
+def cpu_progress(r, row):
+    """The CPU part of a progress line ("" without CPU figures)."""
+    if "proxy_cpu_us" not in r:
+        return ""
+    out = f"  CPU/req: app {fmt_us(r['app_cpu_us'])}"
+    if row and row != "direct":
+        out += f", {row} {fmt_us(r['proxy_cpu_us'])}"
+    return out
+
+
+def fmt_cpu(us):
+    return "-" if us is None else fmt_us(us)
+
+
 def find_median(rows, **fields):
     """The `median` of the first row with these field values, or None."""
     for r in rows:

@@ -326,6 +326,46 @@ measure_all() {
 	fi
 }
 
+# --- CPU per request --------------------------------------------------------------------
+# cpu_ticks PID...: user + system CPU time of these processes (all threads), in clock ticks.
+cpu_ticks() {
+	local total=0 pid stat fields
+	for pid; do
+		stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+		read -r -a fields <<<"${stat##*) }"
+		# After the command name: field 3 (state) is index 0; utime, stime are 14 and 15.
+		total=$((total + fields[11] + fields[12]))
+	done
+	echo "$total"
+}
+
+# find_cpu_pids: CLK_TCK, APP_PID (the echo app: the host's child running the echo binary,
+# or the one we started) and NGINX_PIDS (nginx's master and workers), for with_cpu.
+find_cpu_pids() {
+	CLK_TCK=$(getconf CLK_TCK)
+	APP_PID=${ECHO_PID:-$(pgrep -P "$HOST_PID" -f "$ECHO_BIN" | head -n 1 || true)}
+	[[ -n $APP_PID ]] || die "cannot find the echo app's process"
+	NGINX_PIDS=("$NGINX_PID")
+	mapfile -t -O 1 NGINX_PIDS < <(pgrep -P "$NGINX_PID")
+}
+
+# with_cpu OUTFILE ROW CMD...: runs CMD, then writes OUTFILE.cpu: "PROXY_TICKS APP_TICKS
+# CLK_TCK", the CPU time (user + system) that ROW's proxy (nginx's processes for nginx,
+# none for direct, the host for the host's row) and the app used meanwhile.
+with_cpu() {
+	local out=$1 row=$2 proxy_pids=() p0 a0
+	shift 2
+	case $row in
+	direct) ;;
+	nginx) proxy_pids=("${NGINX_PIDS[@]}") ;;
+	*) proxy_pids=("$HOST_PID") ;;
+	esac
+	p0=$(cpu_ticks "${proxy_pids[@]}")
+	a0=$(cpu_ticks "$APP_PID")
+	"$@"
+	echo "$(($(cpu_ticks "${proxy_pids[@]}") - p0)) $(($(cpu_ticks "$APP_PID") - a0)) $CLK_TCK" >"$out.cpu"
+}
+
 nginx_version() { "$NGINX" -v 2>&1; }
 wrk_version() { (wrk --version 2>&1 || true) | head -n 1; }
 

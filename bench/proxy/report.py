@@ -16,14 +16,13 @@ page would otherwise be measured as a fast answer.
 
 import os
 import re
-import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from atek import (  # noqa: E402
-    bench_settings, check, find_median, fmt_rps, fmt_us, medians, parse_wrk,
-    print_checks, print_head, print_machine, print_progress, read_runs, report_main,
-    write_result,
+    add_cpu, bench_settings, check, cpu_medians, cpu_progress, find_median, fmt_cpu, fmt_rps,
+    fmt_us, medians, parse_wrk, print_checks, print_head, print_machine, print_progress,
+    read_runs, report_main, write_result,
 )
 
 ROWS = ("proxy", "direct", "nginx")
@@ -74,21 +73,6 @@ def problems(r, size, conns):
     return out
 
 
-def add_cpu(r, path):
-    """Adds proxy_cpu_us and app_cpu_us (CPU time per completed request) from FILE.cpu."""
-    try:
-        proxy, app, tck = (int(x) for x in open(path + ".cpu").read().split())
-    except (OSError, ValueError):
-        return
-    if r["requests"] and tck:
-        r["proxy_cpu_us"] = proxy * 1e6 / tck / r["requests"]
-        r["app_cpu_us"] = app * 1e6 / tck / r["requests"]
-
-
-def fmt_cpu(us):
-    return "-" if us is None else fmt_us(us)
-
-
 def line(path):
     try:
         r = parse_wrk(open(path).read())
@@ -97,11 +81,7 @@ def line(path):
         return 3
     m = NAME_RE.match(os.path.basename(path))
     add_cpu(r, path)
-    cpu = ""
-    if "proxy_cpu_us" in r:
-        cpu = f"  CPU/req: app {fmt_us(r['app_cpu_us'])}"
-        if m and m["row"] != "direct":
-            cpu += f", {m['row']} {fmt_us(r['proxy_cpu_us'])}"
+    cpu = cpu_progress(r, m["row"] if m else None)
     if m:
         label = f"{m['row']:<6} {fmt_size(int(m['size'])):>5} c={m['conns']:<3} run {m['run']}"
         bad = problems(r, int(m["size"]), int(m["conns"]))
@@ -128,13 +108,6 @@ def summary(directory, out_path):
     for key in sorted(runs, key=order):
         row, size, conns, threads = key
         rs = sorted(runs[key], key=lambda r: r["run"])
-
-        def median_of(field, rs=rs, row=row):
-            values = [r[field] for r in rs if field in r]
-            if not values or (field == "proxy_cpu_us" and row == "direct"):
-                return None
-            return statistics.median(values)
-
         rows.append({
             "row": row,
             "path": ROW_HELP.get(row, row),
@@ -142,11 +115,7 @@ def summary(directory, out_path):
             "connections": conns,
             "threads": threads,
             "runs": rs,
-            "median": {
-                **medians(rs),
-                "proxy_cpu_us_per_request": median_of("proxy_cpu_us"),
-                "app_cpu_us_per_request": median_of("app_cpu_us"),
-            },
+            "median": {**medians(rs), **cpu_medians(rs, row)},
             "failed_runs": sum(1 for r in rs if r["problems"]),
         })
 

@@ -113,38 +113,13 @@ for i in "${!ROW_NAMES[@]}"; do
 	)} answer 200 with the right length${HDR[*]:+ (with Host: $APP_HOST and its cookie)}"
 done
 
-# cpu_ticks PID...: user + system CPU time of these processes (all threads), in clock ticks.
-cpu_ticks() {
-	local total=0 pid stat fields
-	for pid; do
-		stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-		read -r -a fields <<<"${stat##*) }"
-		# After the command name: field 3 (state) is index 0; utime, stime are 14 and 15.
-		total=$((total + fields[11] + fields[12]))
-	done
-	echo "$total"
-}
-CLK_TCK=$(getconf CLK_TCK)
-# The app: the host's child running the echo binary, or the one we started.
-APP_PID=${ECHO_PID:-$(pgrep -P "$HOST_PID" -f "$ECHO_BIN" | head -n 1 || true)}
-[[ -n $APP_PID ]] || die "cannot find the echo app's process"
-NGINX_PIDS=("$NGINX_PID")
-mapfile -t -O 1 NGINX_PIDS < <(pgrep -P "$NGINX_PID")
+find_cpu_pids
 
-# wrk_run ROW_INDEX SIZE CONNS SECONDS OUTFILE
-# Besides wrk's output, writes OUTFILE.cpu: "PROXY_TICKS APP_TICKS CLK_TCK", the CPU time
-# (user + system) the row's proxy (none for direct) and the app used during the run.
+# wrk_run ROW_INDEX SIZE CONNS SECONDS OUTFILE (and OUTFILE.cpu, see with_cpu)
 wrk_run() {
-	local name=${ROW_NAMES[$1]} url=${ROW_URLS[$1]}/bytes/$2 proxy_pids=() p0 a0
+	local name=${ROW_NAMES[$1]} url=${ROW_URLS[$1]}/bytes/$2
 	row_headers "$name"
-	case $name in
-	proxy) proxy_pids=("$HOST_PID") ;;
-	nginx) proxy_pids=("${NGINX_PIDS[@]}") ;;
-	esac
-	p0=$(cpu_ticks "${proxy_pids[@]}")
-	a0=$(cpu_ticks "$APP_PID")
-	run_wrk "$5" "$name ($url)" "$3" "$4" "${HDR[@]}" "$url"
-	echo "$(($(cpu_ticks "${proxy_pids[@]}") - p0)) $(($(cpu_ticks "$APP_PID") - a0)) $CLK_TCK" >"$5.cpu"
+	with_cpu "$5" "$name" run_wrk "$5" "$name ($url)" "$3" "$4" "${HDR[@]}" "$url"
 }
 
 # after_run FILE: progress line; a run with a failed request stops the benchmark.
