@@ -895,6 +895,25 @@ fn on_relay(cmd: &mut Command, url: &impl std::fmt::Display) {
     cmd.args(relay_args(url));
 }
 
+/// `atek bind -p PORT --host 127.0.0.1` on the test's relay with `extra` arguments: the
+/// running process, and the key it exposes the port under.
+fn expose_port(
+    dir: &std::path::Path,
+    port: u16,
+    url: &impl std::fmt::Display,
+    extra: &[&str],
+) -> (KillOnDrop, String) {
+    let mut cmd = atek(dir);
+    cmd.args(["bind", "-p", &port.to_string(), "--host", "127.0.0.1"])
+        .args(extra);
+    on_relay(&mut cmd, url);
+    let (child, _, err) = start(cmd, Vec::new());
+    let child = KillOnDrop(child);
+    let exposed = line_after(&err, "▶ Exposing ");
+    let key = exposed.rsplit(' ').next().unwrap().to_owned();
+    (child, key)
+}
+
 /// The idle timeout the tests below give their p2p commands (`--idle-timeout`): how long
 /// a vanished peer may take to be noticed. The default is 30 s; the mechanism is the same.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -995,20 +1014,7 @@ fn bind_ends_streams_to_a_killed_peer_within_the_idle_timeout_and_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let idle = IDLE.as_secs().to_string();
 
-    let mut server_cmd = atek(dir.path());
-    server_cmd.args([
-        "bind",
-        "-p",
-        &service_port.to_string(),
-        "--host",
-        "127.0.0.1",
-    ]);
-    server_cmd.args(["--idle-timeout", &idle]);
-    on_relay(&mut server_cmd, &url);
-    let (server, _, server_err) = start(server_cmd, Vec::new());
-    let mut server = KillOnDrop(server);
-    let exposed = line_after(&server_err, "▶ Exposing ");
-    let key = exposed.rsplit(' ').next().unwrap().to_owned();
+    let (mut server, key) = expose_port(dir.path(), service_port, &url, &["--idle-timeout", &idle]);
 
     let mut client_cmd = atek(dir.path());
     client_cmd.args(["bind", &key, "--idle-timeout", &idle]);
@@ -1309,19 +1315,7 @@ fn the_gateway_reaches_names_under_a_key_and_says_why_it_cannot() {
     let service_port = head_echo_server();
     let dir = tempfile::tempdir().unwrap();
 
-    let mut peer_cmd = atek(dir.path());
-    peer_cmd.args([
-        "bind",
-        "-p",
-        &service_port.to_string(),
-        "--host",
-        "127.0.0.1",
-    ]);
-    on_relay(&mut peer_cmd, &url);
-    let (peer, _, peer_err) = start(peer_cmd, Vec::new());
-    let _peer = KillOnDrop(peer);
-    let exposed = line_after(&peer_err, "▶ Exposing ");
-    let key = exposed.rsplit(' ').next().unwrap().to_owned();
+    let (_peer, key) = expose_port(dir.path(), service_port, &url, &[]);
 
     let mut gateway_cmd = atek(dir.path());
     gateway_cmd.args(["gateway", "-p", "0", "--domain", "atek.test"]);
@@ -1400,20 +1394,7 @@ fn the_gateway_answers_502_when_its_peer_vanishes() {
     let service_port = head_echo_server();
     let dir = tempfile::tempdir().unwrap();
 
-    let mut peer_cmd = atek(dir.path());
-    peer_cmd.args([
-        "bind",
-        "-p",
-        &service_port.to_string(),
-        "--host",
-        "127.0.0.1",
-    ]);
-    peer_cmd.args(["--idle-timeout", &idle]);
-    on_relay(&mut peer_cmd, &url);
-    let (peer, _, peer_err) = start(peer_cmd, Vec::new());
-    let mut peer = KillOnDrop(peer);
-    let exposed = line_after(&peer_err, "▶ Exposing ");
-    let key = exposed.rsplit(' ').next().unwrap().to_owned();
+    let (mut peer, key) = expose_port(dir.path(), service_port, &url, &["--idle-timeout", &idle]);
 
     let mut gateway_cmd = atek(dir.path());
     gateway_cmd.args(["gateway", "-p", "0", "--domain", "atek.test"]);
@@ -1493,13 +1474,7 @@ fn bind_names_the_caller_on_every_http_request() {
     });
     let dir = tempfile::tempdir().unwrap();
     let net = |cmd: &mut Command| on_relay(cmd, &url);
-    let mut server_cmd = atek(dir.path());
-    server_cmd.args(["bind", "-p", &app_port.to_string(), "--host", "127.0.0.1"]);
-    net(&mut server_cmd);
-    let (server, _, server_err) = start(server_cmd, Vec::new());
-    let _server = KillOnDrop(server);
-    let exposed = line_after(&server_err, "▶ Exposing ");
-    let key = exposed.rsplit(' ').next().unwrap().to_owned();
+    let (_server, key) = expose_port(dir.path(), app_port, &url, &[]);
 
     let mut client_cmd = atek(dir.path());
     client_cmd.args(["bind", &key]);
