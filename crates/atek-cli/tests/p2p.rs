@@ -25,11 +25,33 @@ fn data(seed: u64, len: usize) -> Vec<u8> {
 /// A child whose stdin gets `input` (then closed) and whose stdout is collected; its
 /// stderr lines go to `lines`.
 fn start(
-    mut cmd: Command,
+    cmd: Command,
     input: Vec<u8>,
 ) -> (
     Child,
     std::thread::JoinHandle<Vec<u8>>,
+    mpsc::Receiver<String>,
+) {
+    let (child, mut stdin, mut stdout, rx) = spawn_piped(cmd);
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        stdout.read_to_end(&mut got).unwrap();
+        got
+    });
+    (child, out, rx)
+}
+
+/// Spawns `cmd` with all three standard streams piped: the child, its stdin and stdout,
+/// and its stderr lines (each also echoed to the test's stderr) as they come.
+fn spawn_piped(
+    mut cmd: Command,
+) -> (
+    Child,
+    std::process::ChildStdin,
+    std::process::ChildStdout,
     mpsc::Receiver<String>,
 ) {
     let mut child = cmd
@@ -38,16 +60,8 @@ fn start(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let mut stdout = child.stdout.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut got = Vec::new();
-        stdout.read_to_end(&mut got).unwrap();
-        got
-    });
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -59,7 +73,7 @@ fn start(
             }
         }
     });
-    (child, out, rx)
+    (child, stdin, stdout, rx)
 }
 
 #[test]
@@ -926,26 +940,19 @@ const MARGIN: std::time::Duration = std::time::Duration::from_secs(7);
 /// A child fed an endless stream on stdin (until it dies), whose stdout bytes are counted
 /// and whose stderr lines go to the receiver.
 fn start_endless(
-    mut cmd: Command,
+    cmd: Command,
 ) -> (
     KillOnDrop,
     std::sync::Arc<std::sync::atomic::AtomicU64>,
     mpsc::Receiver<String>,
 ) {
     use std::sync::atomic::{AtomicU64, Ordering};
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (child, mut stdin, mut stdout, rx) = spawn_piped(cmd);
     std::thread::spawn(move || {
         let block = data(5, 64 << 10);
         while stdin.write_all(&block).is_ok() {}
     });
     let received = std::sync::Arc::new(AtomicU64::new(0));
-    let mut stdout = child.stdout.take().unwrap();
     {
         let received = std::sync::Arc::clone(&received);
         std::thread::spawn(move || {
@@ -955,14 +962,6 @@ fn start_endless(
             }
         });
     }
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("child: {line}");
-            let _ = tx.send(line);
-        }
-    });
     (KillOnDrop(child), received, rx)
 }
 

@@ -112,32 +112,14 @@ async fn a_hundred_and_fifty_tcp_connections_at_once_share_one_p2p_connection() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_target_closes_the_tcp_connection_and_is_reported() {
-    let relay = common::relay(Duration::from_secs(5)).await;
-    let config = &relay.config;
     // A port nobody listens on: bind one, note it, drop it.
     let dead = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap()
         .local_addr()
         .unwrap();
-    let server = Node::bind(&SecretKey::generate(), &[bind::ALPN], config)
-        .await
-        .unwrap();
-    server.online().await;
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    {
-        let server = server.clone();
-        tokio::spawn(async move { bind::expose(&server, dead.to_string(), Some(events_tx)).await });
-    }
-    let client = Node::bind(&SecretKey::generate(), &[], config)
-        .await
-        .unwrap();
-    let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = local.local_addr().unwrap();
-    {
-        let (client, key) = (client.clone(), server.key());
-        tokio::spawn(async move { bind::forward(&client, key.into(), local, None).await });
-    }
+    let (port, server, client, _relay) = common::forwarded(dead, Some(events_tx)).await;
     let mut tcp = TcpStream::connect(port).await.unwrap();
     tcp.write_all(b"hello").await.unwrap();
     let mut got = Vec::new();

@@ -8,9 +8,6 @@ mod common;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use atek_core::SecretKey;
-use atek_net::Node;
-use atek_net::bind;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -18,32 +15,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Two nodes through a relay on loopback, the first exposing `target`, the second
-/// forwarding a local port to it: that port, and both nodes (kept alive by the caller).
-async fn forwarded(
-    target: std::net::SocketAddr,
-) -> (std::net::SocketAddr, Node, Node, common::Relay) {
-    let relay = common::relay(Duration::from_secs(5)).await;
-    let server = Node::bind(&SecretKey::generate(), &[bind::ALPN], &relay.config)
-        .await
-        .unwrap();
-    server.online().await;
-    {
-        let server = server.clone();
-        tokio::spawn(async move { bind::expose(&server, target.to_string(), None).await });
-    }
-    let client = Node::bind(&SecretKey::generate(), &[], &relay.config)
-        .await
-        .unwrap();
-    let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = local.local_addr().unwrap();
-    {
-        let (client, key) = (client.clone(), server.key());
-        tokio::spawn(async move { bind::forward(&client, key.into(), local, None).await });
-    }
-    (port, server, client, relay)
-}
 
 /// A TCP server on loopback that runs `handle` on every connection it accepts.
 async fn serve_tcp<F, Fut>(handle: F) -> std::net::SocketAddr
@@ -111,7 +82,7 @@ async fn echo(greeting: &'static [u8]) -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_of_a_connection_names_the_caller_and_forgeries_are_replaced() {
-    let (port, server, client, _relay) = forwarded(header_echo().await).await;
+    let (port, server, client, _relay) = common::forwarded(header_echo().await, None).await;
     let key = client.key().to_string();
 
     // One kept-alive connection, request after request, each with a forgery of its own.
@@ -179,7 +150,8 @@ async fn every_request_of_a_connection_names_the_caller_and_forgeries_are_replac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_protocols_pass_byte_for_byte() {
-    let (port, server, client, _relay) = forwarded(echo(b"220 hello, speak\r\n").await).await;
+    let (port, server, client, _relay) =
+        common::forwarded(echo(b"220 hello, speak\r\n").await, None).await;
 
     // A server that speaks first is heard before the client says anything.
     let mut tcp = TcpStream::connect(port).await.unwrap();
@@ -198,7 +170,7 @@ async fn other_protocols_pass_byte_for_byte() {
     client.close().await;
     server.close().await;
 
-    let (port, server, client, _relay) = forwarded(echo(b"").await).await;
+    let (port, server, client, _relay) = common::forwarded(echo(b"").await, None).await;
     // Clients that speak first: a line protocol with upper-case words (not HTTP), binary
     // bytes, and a header-like line in a stream that is not HTTP: all untouched.
     for sent in [
@@ -237,7 +209,8 @@ async fn connect_proxy(heads: tokio::sync::mpsc::UnboundedSender<String>) -> std
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_tunnel_through_an_exposed_proxy_carries_bytes_and_header_case() {
     let (heads_tx, mut heads) = tokio::sync::mpsc::unbounded_channel();
-    let (port, server, client, _relay) = forwarded(connect_proxy(heads_tx).await).await;
+    let (port, server, client, _relay) =
+        common::forwarded(connect_proxy(heads_tx).await, None).await;
 
     let mut tcp = TcpStream::connect(port).await.unwrap();
     tcp.write_all(
@@ -301,7 +274,8 @@ async fn one_answer_per_connection() -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_closes_after_each_answer_still_serves_a_kept_alive_client() {
-    let (port, server, client, _relay) = forwarded(one_answer_per_connection().await).await;
+    let (port, server, client, _relay) =
+        common::forwarded(one_answer_per_connection().await, None).await;
     let tcp = TcpStream::connect(port).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await

@@ -40,3 +40,34 @@ pub(crate) async fn relay(connect_timeout: Duration) -> Relay {
         _server: Box::new(server),
     }
 }
+
+/// Two nodes through a relay on loopback, the first exposing `target` (reporting to
+/// `events`, if given), the second forwarding a local port to it: that port, and both
+/// nodes and the relay (kept alive by the caller).
+pub(crate) async fn forwarded(
+    target: std::net::SocketAddr,
+    events: Option<tokio::sync::mpsc::UnboundedSender<atek_net::bind::BindEvent>>,
+) -> (std::net::SocketAddr, atek_net::Node, atek_net::Node, Relay) {
+    use atek_core::SecretKey;
+    use atek_net::{Node, bind};
+
+    let relay = relay(Duration::from_secs(5)).await;
+    let server = Node::bind(&SecretKey::generate(), &[bind::ALPN], &relay.config)
+        .await
+        .unwrap();
+    server.online().await;
+    {
+        let server = server.clone();
+        tokio::spawn(async move { bind::expose(&server, target.to_string(), events).await });
+    }
+    let client = Node::bind(&SecretKey::generate(), &[], &relay.config)
+        .await
+        .unwrap();
+    let local = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = local.local_addr().unwrap();
+    {
+        let (client, key) = (client.clone(), server.key());
+        tokio::spawn(async move { bind::forward(&client, key.into(), local, None).await });
+    }
+    (port, server, client, relay)
+}
