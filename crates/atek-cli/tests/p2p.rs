@@ -338,17 +338,10 @@ fn line_after(lines: &mpsc::Receiver<String>, prefix: &str) -> String {
 fn bind_exposes_a_port_and_reaches_it_from_another_process() {
     let (url, _relay) = local_relay();
     // The service to expose: an echo server on a random port.
-    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let echo_port = echo.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for tcp in echo.incoming() {
-            let mut tcp = tcp.unwrap();
-            std::thread::spawn(move || {
-                let mut back = tcp.try_clone().unwrap();
-                std::io::copy(&mut tcp, &mut back).unwrap();
-                back.shutdown(std::net::Shutdown::Write).unwrap();
-            });
-        }
+    let echo_port = serve_tcp(|mut tcp| {
+        let mut back = tcp.try_clone().unwrap();
+        std::io::copy(&mut tcp, &mut back).unwrap();
+        back.shutdown(std::net::Shutdown::Write).unwrap();
     });
     let dir = tempfile::tempdir().unwrap();
     let net = |cmd: &mut Command| on_relay(cmd, &url);
@@ -997,18 +990,11 @@ fn bind_ends_streams_to_a_killed_peer_within_the_idle_timeout_and_stays_up() {
     let dial = std::time::Duration::from_secs(2);
     let (url, _relay) = local_relay();
     // The exposed service streams to each client until it goes, and swallows its input.
-    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let service_port = service.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for tcp in service.incoming() {
-            let mut tcp = tcp.unwrap();
-            let mut input = tcp.try_clone().unwrap();
-            std::thread::spawn(move || std::io::copy(&mut input, &mut std::io::sink()));
-            std::thread::spawn(move || {
-                let block = vec![9u8; 64 << 10];
-                while tcp.write_all(&block).is_ok() {}
-            });
-        }
+    let service_port = serve_tcp(|mut tcp| {
+        let mut input = tcp.try_clone().unwrap();
+        std::thread::spawn(move || std::io::copy(&mut input, &mut std::io::sink()));
+        let block = vec![9u8; 64 << 10];
+        while tcp.write_all(&block).is_ok() {}
     });
     let dir = tempfile::tempdir().unwrap();
     let idle = IDLE.as_secs().to_string();
@@ -1271,37 +1257,46 @@ fn the_home_names_every_p2p_caller_and_serves_its_apps_through_the_gateway() {
     }
 }
 
-/// A server that answers each request on a connection with the request's head, byte for
-/// byte, as its body (keep-alive; requests without bodies).
-fn head_echo_server() -> u16 {
+/// A TCP server on a loopback port the OS picks, running `handle` on a thread of its own
+/// for each connection: its port.
+fn serve_tcp<F>(handle: F) -> u16
+where
+    F: Fn(std::net::TcpStream) + Send + Copy + 'static,
+{
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for tcp in listener.incoming() {
             let tcp = tcp.unwrap();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(tcp.try_clone().unwrap());
-                let mut writer = tcp;
-                loop {
-                    let mut head = String::new();
-                    while !head.ends_with("\r\n\r\n") {
-                        match reader.read_line(&mut head) {
-                            Ok(1..) => {}
-                            _ => return,
-                        }
-                    }
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{head}",
-                        head.len()
-                    );
-                    if writer.write_all(answer.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
+            std::thread::spawn(move || handle(tcp));
         }
     });
     port
+}
+
+/// A server that answers each request on a connection with the request's head, byte for
+/// byte, as its body (keep-alive; requests without bodies).
+fn head_echo_server() -> u16 {
+    serve_tcp(|tcp| {
+        let mut reader = BufReader::new(tcp.try_clone().unwrap());
+        let mut writer = tcp;
+        loop {
+            let mut head = String::new();
+            while !head.ends_with("\r\n\r\n") {
+                match reader.read_line(&mut head) {
+                    Ok(1..) => {}
+                    _ => return,
+                }
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{head}",
+                head.len()
+            );
+            if writer.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+    })
 }
 
 /// `atek gateway --domain D` takes `{name}.{key}.{D}` to peer `key` (an app of a home) with
@@ -1439,36 +1434,29 @@ fn bind_names_the_caller_on_every_http_request() {
     let (url, _relay) = local_relay();
     // An HTTP server that answers each request with the caller-key headers it got, as a
     // JSON list of [name, value] pairs (what `caller_keys` reads).
-    let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let app_port = app.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for tcp in app.incoming() {
-            let mut tcp = tcp.unwrap();
-            std::thread::spawn(move || {
-                loop {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        if tcp.read(&mut byte).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push(byte[0]);
-                    }
-                    let pairs: Vec<(String, String)> = String::from_utf8(head)
-                        .unwrap()
-                        .lines()
-                        .filter_map(|l| l.split_once(':'))
-                        .map(|(n, v)| (n.to_owned(), v.trim().to_owned()))
-                        .collect();
-                    let body = serde_json::to_string(&pairs).unwrap();
-                    write!(
-                        tcp,
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    )
-                    .unwrap();
+    let app_port = serve_tcp(|mut tcp| {
+        loop {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if tcp.read(&mut byte).unwrap_or(0) == 0 {
+                    return;
                 }
-            });
+                head.push(byte[0]);
+            }
+            let pairs: Vec<(String, String)> = String::from_utf8(head)
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.to_owned(), v.trim().to_owned()))
+                .collect();
+            let body = serde_json::to_string(&pairs).unwrap();
+            write!(
+                tcp,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
         }
     });
     let dir = tempfile::tempdir().unwrap();
