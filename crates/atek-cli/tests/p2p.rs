@@ -921,6 +921,24 @@ fn expose_port(
     (child, key)
 }
 
+/// `atek gateway -p 0 --domain atek.test` on the test's relay with `extra` arguments: the
+/// running process, the port it listens on, and its stderr lines after that one.
+fn gateway_on(
+    dir: &std::path::Path,
+    url: &impl std::fmt::Display,
+    extra: &[&str],
+) -> (KillOnDrop, u16, mpsc::Receiver<String>) {
+    let mut cmd = atek(dir);
+    cmd.args(["gateway", "-p", "0", "--domain", "atek.test"])
+        .args(extra);
+    on_relay(&mut cmd, url);
+    let (child, _, err) = start(cmd, Vec::new());
+    let child = KillOnDrop(child);
+    let listening = line_after(&err, "▶ Gateway listening on http://127.0.0.1:");
+    let port = listening.split(' ').next().unwrap().parse().unwrap();
+    (child, port, err)
+}
+
 /// The idle timeout the tests below give their p2p commands (`--idle-timeout`): how long
 /// a vanished peer may take to be noticed. The default is 30 s; the mechanism is the same.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -1311,14 +1329,8 @@ fn the_gateway_reaches_names_under_a_key_and_says_why_it_cannot() {
 
     let (_peer, key) = expose_port(dir.path(), service_port, &url, &[]);
 
-    let mut gateway_cmd = atek(dir.path());
-    gateway_cmd.args(["gateway", "-p", "0", "--domain", "atek.test"]);
-    gateway_cmd.args(["--timeout", &dial.as_secs().to_string()]);
-    on_relay(&mut gateway_cmd, &url);
-    let (gateway, _, gateway_err) = start(gateway_cmd, Vec::new());
-    let _gateway = KillOnDrop(gateway);
-    let listening = line_after(&gateway_err, "▶ Gateway listening on http://127.0.0.1:");
-    let port: u16 = listening.split(' ').next().unwrap().parse().unwrap();
+    let timeout = dial.as_secs().to_string();
+    let (_gateway, port, _) = gateway_on(dir.path(), &url, &["--timeout", &timeout]);
 
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     for host in [
@@ -1390,15 +1402,12 @@ fn the_gateway_answers_502_when_its_peer_vanishes() {
 
     let (mut peer, key) = expose_port(dir.path(), service_port, &url, &["--idle-timeout", &idle]);
 
-    let mut gateway_cmd = atek(dir.path());
-    gateway_cmd.args(["gateway", "-p", "0", "--domain", "atek.test"]);
-    gateway_cmd.args(["--timeout", &dial.as_secs().to_string()]);
-    gateway_cmd.args(["--idle-timeout", &idle]);
-    on_relay(&mut gateway_cmd, &url);
-    let (gateway, _, gateway_err) = start(gateway_cmd, Vec::new());
-    let mut gateway = KillOnDrop(gateway);
-    let listening = line_after(&gateway_err, "▶ Gateway listening on http://127.0.0.1:");
-    let port: u16 = listening.split(' ').next().unwrap().parse().unwrap();
+    let timeout = dial.as_secs().to_string();
+    let (mut gateway, port, _) = gateway_on(
+        dir.path(),
+        &url,
+        &["--timeout", &timeout, "--idle-timeout", &idle],
+    );
     let host = format!("Host: {key}.atek.test:{port}\r\n");
 
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
