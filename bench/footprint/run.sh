@@ -9,7 +9,9 @@
 #   FOOTPRINT_TIMEOUT=20       seconds allowed per start
 #   FOOTPRINT_NODE=1           0: skip the Node.js comparison
 #   BENCH_STRICT=0             1: exit 1 if a target is missed
-#   ATEK_BIN                   measure this binary instead of building target/release/atek
+#   BENCH_BUILD=pgo            how atek is built: pgo (scripts/build-release, as it ships)
+#                              or plain (cargo build --release)
+#   ATEK_BIN                   measure this binary instead of building one
 #   CARGO_TARGET_DIR           honoured, as by cargo
 set -euo pipefail
 
@@ -32,11 +34,20 @@ else
 		export CARGO_TARGET_DIR=$PWD/$CARGO_TARGET_DIR
 	fi
 	cd "$ROOT"
-	printf '[bench] cargo build --release -p atek-cli\n' >&2
-	cargo build --release -p atek-cli >&2
-	TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
-		python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-	ATEK=$TARGET_DIR/release/atek
+	case ${BENCH_BUILD:-pgo} in
+	pgo)
+		printf '[bench] scripts/build-release (profile-guided; BENCH_BUILD=plain skips it)\n' >&2
+		ATEK=$(scripts/build-release) || die "scripts/build-release failed"
+		;;
+	plain)
+		printf '[bench] cargo build --release -p atek-cli\n' >&2
+		cargo build --release -p atek-cli >&2
+		TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+			python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+		ATEK=$TARGET_DIR/release/atek
+		;;
+	*) die "BENCH_BUILD must be pgo or plain" ;;
+	esac
 fi
 [[ -x $ATEK ]] || die "$ATEK is not an executable"
 

@@ -13,7 +13,9 @@
 #                     the direct and nginx rows (no ratios)
 #   BENCH_STRICT=0    1: exit 1 if a target is missed or any request failed
 #   BENCH_KEEP=0      1: keep the temporary directory (logs, configs, raw wrk output)
-#   ATEK_BIN          use this host binary instead of building target/release/atek
+#   BENCH_BUILD=pgo   how atek is built: pgo (scripts/build-release, as it ships) or
+#                     plain (cargo build --release)
+#   ATEK_BIN          use this host binary instead of building one
 #   CARGO_TARGET_DIR  honoured, as by cargo
 set -euo pipefail
 
@@ -91,7 +93,7 @@ measure() {
 # shellcheck disable=SC2119 # no sizes: the gateway's rows have one request
 measure_all
 
-meta=(upstream "$BENCH_UPSTREAM" warmup_seconds "$BENCH_WARMUP" body "$BODY" nginx "$(nginx_version)" wrk "$(wrk_version)")
+meta=(atek_build "$ATEK_BUILD" upstream "$BENCH_UPSTREAM" warmup_seconds "$BENCH_WARMUP" body "$BODY" nginx "$(nginx_version)" wrk "$(wrk_version)")
 for i in "${!ROW_NAMES[@]}"; do
 	meta+=("${ROW_NAMES[i]}_url" "${ROW_URLS[i]}")
 done

@@ -627,6 +627,9 @@ def print_machine(unknown_cpu=None):
     print(f"machine: {mach['cpus']} CPUs ({mach['cpu'] or 'unknown CPU'}), load average "
           f"{mach['loadavg_at_end'][0]:.2f} at the end. wrk, the proxies and the app share "
           f"these CPUs: compare ratios from one run, not absolute numbers across runs.")
+    build = bench_meta().get("atek_build")
+    if build:
+        print(f"atek build measured: {build}")
     return mach
 
 

@@ -66,21 +66,35 @@ ensure_tools() {
 
 # --- build -----------------------------------------------------------------------
 # build WITH_HOST: builds the echo app, and atek too if WITH_HOST is 1 and ATEK_BIN is
-# not set; sets ATEK and ECHO_BIN. Leaves us in the repository's root.
+# not set; sets ATEK, ATEK_BUILD (what was measured: pgo, plain or given) and ECHO_BIN.
+# atek is built as it ships, with profile-guided optimisation (scripts/build-release);
+# BENCH_BUILD=plain measures a plain `cargo build --release` instead. Leaves us in the
+# repository's root.
 build() {
 	# A relative CARGO_TARGET_DIR means relative to where we were started.
 	if [[ -n ${CARGO_TARGET_DIR:-} && $CARGO_TARGET_DIR != /* ]]; then
 		export CARGO_TARGET_DIR=$PWD/$CARGO_TARGET_DIR
 	fi
 	cd "$ROOT" || exit
+	BENCH_BUILD=${BENCH_BUILD:-pgo}
+	check_choice BENCH_BUILD pgo plain
 	local packages=(-p atek-echo-service) target_dir
-	if [[ $1 == 1 && -z ${ATEK_BIN:-} ]]; then packages=(-p atek-cli "${packages[@]}"); fi
+	if [[ $1 == 1 && -z ${ATEK_BIN:-} && $BENCH_BUILD == plain ]]; then
+		packages=(-p atek-cli "${packages[@]}")
+	fi
 	log "cargo build --release ${packages[*]}"
 	cargo build --release "${packages[@]}" >&2
 	target_dir=$(cargo metadata --format-version 1 --no-deps |
 		python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-	ATEK=${ATEK_BIN:+$(realpath "$ATEK_BIN")}
-	ATEK=${ATEK:-$target_dir/release/atek}
+	if [[ -n ${ATEK_BIN:-} ]]; then
+		ATEK=$(realpath "$ATEK_BIN") ATEK_BUILD="given: $ATEK_BIN"
+	elif [[ $1 == 1 && $BENCH_BUILD == pgo ]]; then
+		log "scripts/build-release (atek with profile-guided optimisation; BENCH_BUILD=plain skips it)"
+		ATEK=$(scripts/build-release) || die "scripts/build-release failed"
+		ATEK_BUILD="pgo (scripts/build-release)"
+	else
+		ATEK=$target_dir/release/atek ATEK_BUILD="plain (cargo build --release)"
+	fi
 	ECHO_BIN=$target_dir/release/atek-echo-service
 	[[ -x $ECHO_BIN ]] || die "$ECHO_BIN not built"
 	[[ $1 == 0 || -x $ATEK ]] || die "$ATEK not built"

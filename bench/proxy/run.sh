@@ -14,7 +14,9 @@
 #                     the direct and nginx rows (no ratios)
 #   BENCH_STRICT=0    1: exit 1 if a target is missed or any request failed
 #   BENCH_KEEP=0      1: keep the temporary directory (logs, configs, raw wrk output)
-#   ATEK_BIN          use this host binary instead of building target/release/atek
+#   BENCH_BUILD=pgo   how atek is built: pgo (scripts/build-release, as it ships) or
+#                     plain (cargo build --release)
+#   ATEK_BIN          use this host binary instead of building one
 #   CARGO_TARGET_DIR  honoured, as by cargo
 set -euo pipefail
 
@@ -158,7 +160,7 @@ if grep -q "temporary file" "$NG/error.log" 2>/dev/null; then
 	grep "temporary file" "$NG/error.log" | head -n 3 | sed 's/^/    /' >&2
 fi
 
-meta=(sizes "${SIZES[*]}" warmup_seconds "$BENCH_WARMUP" upstream socket
+meta=(atek_build "$ATEK_BUILD" sizes "${SIZES[*]}" warmup_seconds "$BENCH_WARMUP" upstream socket
 	nginx "$(nginx_version)" nginx_buffering "proxy_buffering on, proxy_max_temp_file_size 0, proxy_buffers $BENCH_NGINX_BUFFERS"
 	wrk "$(wrk_version)")
 for i in "${!ROW_NAMES[@]}"; do
