@@ -4,6 +4,11 @@ Importable (bench/footprint/measure.py uses it) and callable from shell:
 
     atek.py token                                  64 random hex chars
     atek.py free-port                              a currently free TCP port on 127.0.0.1
+    atek.py echo-host WORK ECHO_BIN TOKEN PORT_FILE SERVICE_ID LISTEN [API]
+                                                   write WORK/echo-pkg (the echo app's package,
+                                                   exporting API at /rpc) and WORK/config (a
+                                                   host config with it as core service
+                                                   SERVICE_ID, ECHO_LISTEN=LISTEN)
     atek.py wait-host CONFIG_DIR PID TOKEN SECS    wait for CONFIG_DIR/run.json, then for
                                                    isReady == true; prints the host URL
     atek.py call URL TOKEN API METHOD PARAMS_JSON  one JSON-RPC call through the gateway;
@@ -30,6 +35,7 @@ machine line, the result file).
 import http.client
 import json
 import os
+import pathlib
 import platform
 import re
 import secrets
@@ -54,6 +60,34 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_echo_host(work, echo_bin, token, port_file, service_id, listen, api=""):
+    """WORK/echo-pkg, the echo app's service package (exporting `api` at /rpc, if given),
+    and WORK/config/config.json: a host on 127.0.0.1, port 0, with the system token
+    `token` and the app as the core service `service_id` (ECHO_LISTEN=`listen`, its port
+    written to `port_file`). The exec path is machine specific, so this is generated, not
+    committed. Returns the config dir."""
+    work = pathlib.Path(work)
+    config, package_dir = work / "config", work / "echo-pkg"
+    config.mkdir(exist_ok=True)
+    config.chmod(0o700)
+    package_dir.mkdir(exist_ok=True)
+    package = {"name": "echo", "runtime": "exec", "exec": [str(echo_bin)]}
+    if api:
+        package["exports"] = [{"api": api, "path": "/rpc"}]
+    (package_dir / "atek.json").write_text(json.dumps(package, indent=2) + "\n")
+    (config / "config.json").write_text(json.dumps({
+        "port": 0,
+        "bindAddress": "127.0.0.1",
+        "systemAuthTokens": [token],
+        "coreServices": [{
+            "id": service_id,
+            "sourceUrl": package_dir.as_uri(),
+            "config": {"ECHO_LISTEN": listen, "ECHO_PORT_FILE": str(port_file)},
+        }],
+    }, indent=2) + "\n")
+    return config
 
 
 def gateway_path(api):
@@ -686,6 +720,8 @@ def main(argv):
         print(token())
     elif cmd == "free-port":
         print(free_port())
+    elif cmd == "echo-host":
+        write_echo_host(*args)
     elif cmd == "wait-host":
         config_dir, pid, tok, secs = args
         url, _ = wait_host(config_dir, int(pid), tok, float(secs), interval=0.02)

@@ -176,28 +176,7 @@ show_host_log() {
 # if it is not). Sets HOST_PID, HOST_URL, HOST_CHILDREN, APP_PORT and APP_SOCKET.
 start_host() {
 	local listen=$1 hint=$2 api=${3:-}
-	# The service package and host config, generated: the exec path is machine specific.
-	mkdir -p "$WORK/config" "$WORK/echo-pkg"
-	chmod 700 "$WORK/config"
-	python3 - "$WORK" "$ECHO_BIN" "$TOKEN" "$PORT_FILE" "$SERVICE_ID" "$listen" "$api" <<'PY'
-import json, pathlib, sys
-work, echo_bin, token, port_file, service_id, listen, api = sys.argv[1:]
-work = pathlib.Path(work)
-package = {"name": "echo", "runtime": "exec", "exec": [echo_bin]}
-if api:
-    package["exports"] = [{"api": api, "path": "/rpc"}]
-(work / "echo-pkg" / "atek.json").write_text(json.dumps(package, indent=2) + "\n")
-(work / "config" / "config.json").write_text(json.dumps({
-    "port": 0,
-    "bindAddress": "127.0.0.1",
-    "systemAuthTokens": [token],
-    "coreServices": [{
-        "id": service_id,
-        "sourceUrl": (work / "echo-pkg").as_uri(),
-        "config": {"ECHO_LISTEN": listen, "ECHO_PORT_FILE": port_file},
-    }],
-}, indent=2) + "\n")
-PY
+	python3 "$LIB" echo-host "$WORK" "$ECHO_BIN" "$TOKEN" "$PORT_FILE" "$SERVICE_ID" "$listen" "$api"
 	log "starting $ATEK run --config-dir $WORK/config"
 	"$ATEK" run --config-dir "$WORK/config" >"$WORK/host.log" 2>&1 &
 	HOST_PID=$!
