@@ -333,12 +333,7 @@ impl Host {
         let p2p_site = site.clone();
         let server = tokio::spawn({
             let cancel = cancel.clone();
-            let threads = match state.config.http_threads {
-                0 => std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1),
-                n => n,
-            };
+            let threads = state.config.http_loops();
             async move { crate::server::serve(listener, site, cancel, threads).await }
         });
         let node = start_p2p(&state, p2p_site).await?;
