@@ -7,9 +7,11 @@
 //! stale or unknown leaves the request simply unauthenticated.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use atek_core::{BearerToken, ServiceKey, UserKey};
+
+use crate::per_thread::{Copies, PerThread};
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,10 +128,31 @@ pub(crate) fn cookie_name(scope: &crate::users::Scope) -> &'static str {
     }
 }
 
-/// The token registry.
+/// The token registry, read by every call through a copy per HTTP thread.
 #[derive(Debug, Default)]
 pub struct Auth {
-    tokens: RwLock<HashMap<String, Arc<Caller>>>,
+    tokens: PerThread<Tokens>,
+}
+
+#[derive(Default)]
+struct Tokens(HashMap<String, Arc<Caller>>);
+
+/// How many, never the tokens themselves.
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} tokens", self.0.len())
+    }
+}
+
+impl Copies for Tokens {
+    fn copy(&self) -> Self {
+        Self(
+            self.0
+                .iter()
+                .map(|(token, caller)| (token.clone(), Arc::new(Caller::clone(caller))))
+                .collect(),
+        )
+    }
 }
 
 impl Auth {
@@ -140,7 +163,7 @@ impl Auth {
             .map(|t| (t.expose().to_owned(), Arc::new(Caller::system())))
             .collect();
         Self {
-            tokens: RwLock::new(tokens),
+            tokens: PerThread::new(Tokens(tokens)),
         }
     }
 
@@ -154,33 +177,33 @@ impl Auth {
 
     /// Resolves a bare token.
     pub fn resolve_token(&self, token: &str) -> Option<Arc<Caller>> {
-        self.tokens
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(token)
-            .cloned()
+        self.tokens.read(|tokens| tokens.0.get(token).cloned())
     }
 
     /// Admits `token` as `caller` (a service process that just started).
     pub fn add(&self, token: &BearerToken, caller: Caller) {
         self.tokens
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token.expose().to_owned(), Arc::new(caller));
+            .write(|tokens| tokens.0.insert(token.expose().to_owned(), Arc::new(caller)));
     }
 
     /// Revokes `token` (its process ended).
     pub fn remove(&self, token: &BearerToken) {
-        self.tokens
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(token.expose());
+        self.tokens.write(|tokens| tokens.0.remove(token.expose()));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_holds_no_token() {
+        let sys = BearerToken::generate();
+        let auth = Auth::new(std::slice::from_ref(&sys));
+        let shown = format!("{auth:?}");
+        assert!(shown.contains("1 tokens"), "{shown}");
+        assert!(!shown.contains(sys.expose()), "{shown}");
+    }
 
     #[test]
     fn system_and_service_tokens() {

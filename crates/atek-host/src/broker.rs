@@ -9,11 +9,12 @@
 //! every active service, whether it exports APIs or not.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use atek_api::services::Transport;
 use atek_core::{ApiId, ServiceId, ServiceKey, UserKey};
 
+use crate::per_thread::{Copies, PerThread};
 use crate::upstream::Upstream;
 
 /// The host's own APIs, served in-process.
@@ -32,7 +33,7 @@ pub enum HostApi {
 }
 
 /// A service's export, reachable over its upstream.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ServiceExport {
     /// The providing service.
     pub id: ServiceId,
@@ -45,7 +46,7 @@ pub struct ServiceExport {
 }
 
 /// An active service, as the app proxy reaches it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AppRoute {
     /// The service.
     pub id: ServiceId,
@@ -85,11 +86,49 @@ struct Registration {
     provider: Provider,
 }
 
-/// The routing table.
+/// The routing table, read by every call through a copy per HTTP thread.
 #[derive(Debug, Default)]
 pub struct Broker {
-    table: RwLock<Vec<Registration>>,
-    apps: RwLock<HashMap<ServiceId, Arc<AppRoute>>>,
+    table: PerThread<Table>,
+    apps: PerThread<Apps>,
+}
+
+#[derive(Debug, Default)]
+struct Table(Vec<Registration>);
+
+impl Copies for Table {
+    fn copy(&self) -> Self {
+        Self(
+            self.0
+                .iter()
+                .map(|r| Registration {
+                    rank: r.rank,
+                    api: r.api.clone(),
+                    transport: r.transport,
+                    provider: match &r.provider {
+                        Provider::Host(api) => Provider::Host(*api),
+                        Provider::Service(export) => {
+                            Provider::Service(Arc::new(ServiceExport::clone(export)))
+                        }
+                    },
+                })
+                .collect(),
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct Apps(HashMap<ServiceId, Arc<AppRoute>>);
+
+impl Copies for Apps {
+    fn copy(&self) -> Self {
+        Self(
+            self.0
+                .iter()
+                .map(|(id, route)| (id.clone(), Arc::new(AppRoute::clone(route))))
+                .collect(),
+        )
+    }
 }
 
 impl Broker {
@@ -105,58 +144,52 @@ impl Broker {
         rank: Rank,
         entries: impl IntoIterator<Item = (ApiId, Transport, Provider)>,
     ) {
-        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
-        for (api, transport, provider) in entries {
-            let at = table.partition_point(|r| r.rank <= rank);
-            table.insert(
-                at,
-                Registration {
-                    rank,
-                    api,
-                    transport,
-                    provider,
-                },
-            );
-        }
+        self.table.write(|table| {
+            for (api, transport, provider) in entries {
+                let at = table.0.partition_point(|r| r.rank <= rank);
+                table.0.insert(
+                    at,
+                    Registration {
+                        rank,
+                        api,
+                        transport,
+                        provider,
+                    },
+                );
+            }
+        });
     }
 
     /// Removes every registration of service `id`, and its app route.
     pub fn unregister_service(&self, id: &ServiceId) {
-        self.table
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|r| !matches!(&r.provider, Provider::Service(s) if &s.id == id));
-        self.apps
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.table.write(|table| {
+            table
+                .0
+                .retain(|r| !matches!(&r.provider, Provider::Service(s) if &s.id == id));
+        });
+        self.apps.write(|apps| apps.0.remove(id));
     }
 
     /// Makes an active service reachable at its subdomain.
     pub fn register_app(&self, route: AppRoute) {
         self.apps
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(route.id.clone(), Arc::new(route));
+            .write(|apps| apps.0.insert(route.id.clone(), Arc::new(route)));
     }
 
     /// The active service `id`, for the app proxy.
     pub fn app(&self, id: &ServiceId) -> Option<Arc<AppRoute>> {
-        self.apps
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+        self.apps.read(|apps| apps.0.get(id).cloned())
     }
 
     /// The first provider of `api` over `transport`.
     pub fn find(&self, api: &str, transport: Transport) -> Option<Provider> {
-        self.table
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|r| r.transport == transport && r.api.as_str() == api)
-            .map(|r| r.provider.clone())
+        self.table.read(|table| {
+            table
+                .0
+                .iter()
+                .find(|r| r.transport == transport && r.api.as_str() == api)
+                .map(|r| r.provider.clone())
+        })
     }
 }
 

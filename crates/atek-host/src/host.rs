@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -146,8 +146,6 @@ pub struct HostState {
     pub(crate) core_failures: RwLock<std::collections::HashMap<ServiceId, String>>,
     /// Ids under an operation.
     pub(crate) busy: BusyIds,
-    /// The host's own JSON-RPC id counter for forwarded calls.
-    pub(crate) next_rpc_id: AtomicU64,
     /// Accounts.
     pub users: crate::users::Users,
     /// Browser logins.
@@ -317,7 +315,6 @@ impl Host {
             core: RwLock::new(Vec::new()),
             core_failures: RwLock::new(std::collections::HashMap::new()),
             busy: BusyIds::default(),
-            next_rpc_id: AtomicU64::new(1),
             users,
             sessions,
             adb,

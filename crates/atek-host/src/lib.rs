@@ -34,6 +34,7 @@ pub mod installer;
 pub mod manage;
 mod p2p;
 pub mod paths;
+mod per_thread;
 mod rows;
 mod server;
 pub mod store;

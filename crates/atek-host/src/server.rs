@@ -114,6 +114,7 @@ pub(crate) async fn serve(
     let builder = http1_builder();
     let connections = tokio_util::task::TaskTracker::new();
     tokio::spawn(keep_a_timer_ahead(cancel.clone()));
+    let site = Arc::new(site);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -211,6 +212,8 @@ impl Worker {
         let builder = http1_builder();
         let connections = tokio_util::task::TaskTracker::new();
         tokio::spawn(keep_a_timer_ahead(self.cancel.clone()));
+        // This loop's own copy: see `serve_connection`.
+        let site = Arc::new(self.site.clone());
         while let Some((std, peer)) = self.incoming.recv().await {
             match tokio::net::TcpStream::from_std(std) {
                 Ok(stream) => {
@@ -218,7 +221,7 @@ impl Worker {
                         &builder,
                         stream,
                         peer,
-                        self.site.clone(),
+                        site.clone(),
                         self.cancel.clone(),
                         self.open.clone(),
                     ));
@@ -237,11 +240,16 @@ impl Worker {
 /// Serves one connection (HTTP/1.1 only, what Atek's clients speak, with upgrades for
 /// WebSockets) until it ends, or until `cancel` fires and its current request is answered.
 /// `open` counts it while it lasts (the caller counted it in).
+///
+/// `site` is the loop's own `Arc`: every request clones it, and a reference count that
+/// only this loop's thread writes stays in its CPU's cache. Cloning the shared
+/// `Arc<HostState>` and router per request instead made every call pay for cache lines
+/// bouncing between the CPUs of the loops.
 fn serve_connection(
     builder: &hyper::server::conn::http1::Builder,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    site: Site,
+    site: Arc<Site>,
     cancel: tokio_util::sync::CancellationToken,
     open: Arc<AtomicUsize>,
 ) -> impl std::future::Future<Output = ()> + 'static {
@@ -262,7 +270,7 @@ fn serve_connection(
             }
             async move {
                 Ok::<_, std::convert::Infallible>(
-                    web::handle(site.state, site.router, req, peer).await,
+                    web::handle(&site.state, &site.router, req, peer).await,
                 )
             }
         });
@@ -322,6 +330,7 @@ pub(crate) async fn serve_p2p_stream(
     use hyper_util::rt::TokioIo;
 
     let ip = crate::p2p::caller_ip(&peer);
+    let site = Arc::new(site);
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let site = site.clone();
@@ -336,7 +345,7 @@ pub(crate) async fn serve_p2p_stream(
             }
             async move {
                 Ok::<_, std::convert::Infallible>(
-                    web::handle(site.state, site.router, req, ip).await,
+                    web::handle(&site.state, &site.router, req, ip).await,
                 )
             }
         });

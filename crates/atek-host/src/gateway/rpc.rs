@@ -6,7 +6,6 @@
 //! order, their calls made concurrently.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use atek_api::jsonrpc::{self, IncomingRequest, IncomingResponse, RpcError, codes};
 use atek_api::services::Transport;
@@ -238,6 +237,20 @@ async fn call(
     }
 }
 
+/// The id of the next call sent to a service. Each HTTP thread counts its own: the id only
+/// pairs a call with its answer within one HTTP exchange, and a counter shared by the
+/// threads cost every call a cache line moved between CPUs.
+fn next_rpc_id() -> u64 {
+    thread_local! {
+        static NEXT: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
+    }
+    NEXT.with(|next| {
+        let id = next.get();
+        next.set(id.wrapping_add(1));
+        id
+    })
+}
+
 /// Sends the call to a service and returns the answer to give the caller (None for a
 /// notification), or the error to report.
 async fn forward(
@@ -247,7 +260,7 @@ async fn forward(
     api: &str,
     request: &IncomingRequest<'_>,
 ) -> Result<Option<String>, RpcError> {
-    let rpc_id = host.next_rpc_id.fetch_add(1, Ordering::Relaxed);
+    let rpc_id = next_rpc_id();
     let body = jsonrpc::request_body(rpc_id, &request.method, request.params_array());
     let server_error = |message: String| RpcError::new(codes::SERVER_ERROR, message);
     // Built in place rather than with `Request::builder`, which moves the request's parts

@@ -14,7 +14,9 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLockReadGuard};
+
+use crate::per_thread::{Changing, Copies, PerThread};
 
 use atek_api::users::{ADMIN_ROLE, NewUser, User, UserSettings, UserUpdate};
 use atek_core::{ServiceId, UserKey};
@@ -101,6 +103,12 @@ struct StoredUser {
     settings: UserSettings,
 }
 
+impl Copies for Vec<StoredUser> {
+    fn copy(&self) -> Self {
+        self.clone()
+    }
+}
+
 impl StoredUser {
     fn public(&self) -> User {
         User {
@@ -151,7 +159,8 @@ struct UsersFile {
 #[derive(Debug)]
 pub struct Users {
     path: PathBuf,
-    users: RwLock<Vec<StoredUser>>,
+    /// Read on every request with a cookie, through a copy per HTTP thread.
+    users: PerThread<Vec<StoredUser>>,
     /// The server database's table `atek.cloud/user`; None: the file.
     rows: Option<crate::rows::Rows>,
     /// Bounds the hashes running at once (each takes 19 MiB and a core for tens of
@@ -191,7 +200,7 @@ impl Users {
             .clamp(1, 4);
         Self {
             path,
-            users: RwLock::new(users),
+            users: PerThread::new(users),
             rows,
             hashing: Arc::new(Semaphore::new(permits)),
         }
@@ -226,15 +235,20 @@ impl Users {
     /// Whether the user with `key` is an admin; None when there is no such user. One
     /// lookup and no copy: every request authenticated by a cookie asks.
     pub fn admin_of(&self, key: &UserKey) -> Option<bool> {
-        self.read()
-            .iter()
-            .find(|u| &u.key == key)
-            .map(StoredUser::is_admin)
+        self.users.read(|users| {
+            users
+                .iter()
+                .find(|u| &u.key == key)
+                .map(StoredUser::is_admin)
+        })
     }
 
     /// True for an admin, and for the `system` pseudo-user.
     pub fn is_admin(&self, key: &UserKey) -> bool {
-        key.is_system() || self.read().iter().any(|u| &u.key == key && u.is_admin())
+        key.is_system()
+            || self
+                .users
+                .read(|users| users.iter().any(|u| &u.key == key && u.is_admin()))
     }
 
     /// The settings of the user with `key`.
@@ -463,11 +477,11 @@ impl Users {
     // A panic while holding the lock cannot leave the list half-changed (each change is one
     // assignment), so poisoning is ignored.
     fn read(&self) -> RwLockReadGuard<'_, Vec<StoredUser>> {
-        self.users.read().unwrap_or_else(|p| p.into_inner())
+        self.users.shared()
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Vec<StoredUser>> {
-        self.users.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> Changing<'_, Vec<StoredUser>> {
+        self.users.lock()
     }
 }
 

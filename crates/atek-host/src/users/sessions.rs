@@ -19,7 +19,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLockReadGuard};
+
+use crate::per_thread::{Changing, Copies, PerThread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atek_core::{ServiceId, UserKey};
@@ -101,6 +103,12 @@ struct Session {
     expires: u64,
 }
 
+impl Copies for HashMap<Digest, Session> {
+    fn copy(&self) -> Self {
+        self.clone()
+    }
+}
+
 impl Session {
     fn valid(&self, now: u64) -> bool {
         now < self.expires
@@ -167,7 +175,8 @@ pub struct Sessions {
     /// The server database's table `atek.cloud/user-session`; None: the file.
     rows: Option<crate::rows::Rows>,
     ttl: Duration,
-    sessions: RwLock<HashMap<Digest, Session>>,
+    /// Read on every request with a cookie, through a copy per HTTP thread.
+    sessions: PerThread<HashMap<Digest, Session>>,
     /// Held while writing the file, so writes happen in the order their snapshots were taken.
     writing: Mutex<()>,
     binds: Mutex<HashMap<Digest, Bind>>,
@@ -176,7 +185,7 @@ pub struct Sessions {
 impl fmt::Debug for Sessions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Counts only: even hashes of tokens have no business in logs.
-        let sessions = self.sessions.try_read().map(|s| s.len()).ok();
+        let sessions = self.sessions.try_shared().map(|s| s.len());
         let binds = self.binds.try_lock().map(|b| b.len()).ok();
         f.debug_struct("Sessions")
             .field("path", &self.path)
@@ -276,7 +285,7 @@ impl Sessions {
             path,
             rows,
             ttl,
-            sessions: RwLock::new(sessions),
+            sessions: PerThread::new(sessions),
             writing: Mutex::new(()),
             binds: Mutex::new(HashMap::new()),
         })
@@ -318,9 +327,11 @@ impl Sessions {
         if token.len() != TOKEN_LEN {
             return None;
         }
-        let sessions = self.read();
-        let session = sessions.get(&digest(token))?;
-        (session.valid(now) && session.fits(scope)).then(|| session.user.clone())
+        let digest = digest(token);
+        self.sessions.read(|sessions| {
+            let session = sessions.get(&digest)?;
+            (session.valid(now) && session.fits(scope)).then(|| session.user.clone())
+        })
     }
 
     /// Ends the session `token` and the child sessions made from it (logout). Unknown tokens
@@ -502,11 +513,11 @@ impl Sessions {
     // A panic while holding these locks leaves each map consistent (every change is one
     // insert or retain), so poisoning is ignored.
     fn read(&self) -> RwLockReadGuard<'_, HashMap<Digest, Session>> {
-        self.sessions.read().unwrap_or_else(|p| p.into_inner())
+        self.sessions.shared()
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, HashMap<Digest, Session>> {
-        self.sessions.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> Changing<'_, HashMap<Digest, Session>> {
+        self.sessions.lock()
     }
 
     fn lock_binds(&self) -> MutexGuard<'_, HashMap<Digest, Bind>> {

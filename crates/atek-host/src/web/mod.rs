@@ -256,8 +256,8 @@ pub(crate) fn json(status: axum::http::StatusCode, body: impl Into<Body>) -> Res
 
 /// Dispatches one request: an app's subdomain to [`apps::serve`], the rest to `router`.
 pub(crate) async fn handle(
-    host: std::sync::Arc<HostState>,
-    router: axum::Router,
+    host: &std::sync::Arc<HostState>,
+    router: &axum::Router,
     mut req: Request<hyper::body::Incoming>,
     peer: IpAddr,
 ) -> Response<Body> {
@@ -272,16 +272,16 @@ pub(crate) async fn handle(
         let id = id.clone();
         // Boxed: hyper moves the future of every request into place, and the app proxy's is
         // kilobytes where a gateway call's is a few hundred bytes.
-        return Box::pin(apps::serve(&host, &site, &id, req.map(Body::new), peer)).await;
+        return Box::pin(apps::serve(host, &site, &id, req.map(Body::new), peer)).await;
     }
     let meta = RequestMeta { site, peer };
     // JSON-RPC calls, the host's hot path, skip the router (whose boxed handler future and
     // per-request extensions cost more than the rest of the host's own work on a call).
     if req.method() == Method::POST && crate::server::is_gateway_path(req.uri().path()) {
-        return crate::gateway::rpc::serve(&host, Some(&meta), req.map(Body::new)).await;
+        return crate::gateway::rpc::serve(host, Some(&meta), req.map(Body::new)).await;
     }
     req.extensions_mut().insert(meta);
-    match router.oneshot(req.map(Body::new)).await {
+    match router.clone().oneshot(req.map(Body::new)).await {
         Ok(response) => response,
         Err(never) => match never {},
     }
