@@ -146,12 +146,7 @@ impl std::fmt::Debug for Tokens {
 
 impl Copies for Tokens {
     fn copy(&self) -> Self {
-        Self(
-            self.0
-                .iter()
-                .map(|(token, caller)| (token.clone(), Arc::new(Caller::clone(caller))))
-                .collect(),
-        )
+        Self(self.0.copy())
     }
 }
 

@@ -117,19 +117,8 @@ impl Copies for Table {
     }
 }
 
-#[derive(Debug, Default)]
-struct Apps(HashMap<ServiceId, Arc<AppRoute>>);
-
-impl Copies for Apps {
-    fn copy(&self) -> Self {
-        Self(
-            self.0
-                .iter()
-                .map(|(id, route)| (id.clone(), Arc::new(AppRoute::clone(route))))
-                .collect(),
-        )
-    }
-}
+/// The app routes by service id.
+type Apps = HashMap<ServiceId, Arc<AppRoute>>;
 
 impl Broker {
     /// An empty table.
@@ -167,18 +156,18 @@ impl Broker {
                 .0
                 .retain(|r| !matches!(&r.provider, Provider::Service(s) if &s.id == id));
         });
-        self.apps.write(|apps| apps.0.remove(id));
+        self.apps.write(|apps| apps.remove(id));
     }
 
     /// Makes an active service reachable at its subdomain.
     pub fn register_app(&self, route: AppRoute) {
         self.apps
-            .write(|apps| apps.0.insert(route.id.clone(), Arc::new(route)));
+            .write(|apps| apps.insert(route.id.clone(), Arc::new(route)));
     }
 
     /// The active service `id`, for the app proxy.
     pub fn app(&self, id: &ServiceId) -> Option<Arc<AppRoute>> {
-        self.apps.read(|apps| apps.0.get(id).cloned())
+        self.apps.read(|apps| apps.get(id).cloned())
     }
 
     /// The first provider of `api` over `transport`.

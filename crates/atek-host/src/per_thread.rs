@@ -25,6 +25,17 @@ pub(crate) trait Copies {
     fn copy(&self) -> Self;
 }
 
+/// A map of shared values: the copy has an `Arc` of its own for each.
+impl<K: Clone + Eq + std::hash::Hash, V: Clone> Copies
+    for std::collections::HashMap<K, std::sync::Arc<V>>
+{
+    fn copy(&self) -> Self {
+        self.iter()
+            .map(|(key, value)| (key.clone(), std::sync::Arc::new(V::clone(value))))
+            .collect()
+    }
+}
+
 /// Shared state with a copy per thread; see the module docs.
 pub(crate) struct PerThread<T> {
     /// Tells this value's copies from those of others in a thread's cache.
