@@ -16,13 +16,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLockReadGuard};
 
-use crate::per_thread::{Changing, Copies, PerThread};
-
 use atek_api::users::{ADMIN_ROLE, NewUser, User, UserSettings, UserUpdate};
 use atek_core::{ServiceId, UserKey};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use crate::per_thread::{Changing, Copies, PerThread};
 use crate::store::StoreError;
 
 pub mod limiter;

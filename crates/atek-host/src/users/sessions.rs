@@ -20,8 +20,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLockReadGuard};
-
-use crate::per_thread::{Changing, Copies, PerThread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atek_core::{ServiceId, UserKey};
@@ -29,6 +27,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
+use crate::per_thread::{Changing, Copies, PerThread};
 use crate::store::StoreError;
 
 /// The file format's version, read first.
